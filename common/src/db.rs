@@ -161,6 +161,28 @@ impl Rows {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// An integer column of row `row`; `None` when there is no such row or the value
+    /// is NULL.
+    pub fn get_i64(&self, row: usize, column: &str) -> Result<Option<i64>, DbError> {
+        use sqlx::Row;
+        let value = match self {
+            Rows::Postgres(r) => r.get(row).map(|r| r.try_get::<Option<i64>, _>(column)),
+            Rows::Sqlite(r) => r.get(row).map(|r| r.try_get::<Option<i64>, _>(column)),
+        };
+        Ok(value.transpose().map_err(DbError::Other)?.flatten())
+    }
+
+    /// A text column of row `row`; `None` when there is no such row or the value is
+    /// NULL.
+    pub fn get_string(&self, row: usize, column: &str) -> Result<Option<String>, DbError> {
+        use sqlx::Row;
+        let value = match self {
+            Rows::Postgres(r) => r.get(row).map(|r| r.try_get::<Option<String>, _>(column)),
+            Rows::Sqlite(r) => r.get(row).map(|r| r.try_get::<Option<String>, _>(column)),
+        };
+        Ok(value.transpose().map_err(DbError::Other)?.flatten())
+    }
 }
 
 /// What kind of constraint a write violated.

@@ -120,7 +120,9 @@ async fn observe(State(obs): State<Observer>, mut req: Request, next: Next) -> R
     let status = res.status().as_u16();
     let elapsed = started.elapsed();
     obs.http.record(method, &route, status, elapsed);
-    span.record("http.route", route.as_str());
+    if route == "unmatched" {
+        span.record("http.route", "unmatched");
+    }
 
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
     let quiet = matches!(
