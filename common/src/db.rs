@@ -51,11 +51,17 @@ macro_rules! embedded_migrations {
 }
 
 fn pg_migrations() -> Vec<Migration> {
-    embedded_migrations!("postgres": (20261128000001, "create_schema"))
+    embedded_migrations!("postgres":
+        (20261128000001, "create_schema"),
+        (20261128000002, "create_ingest_idempotency"),
+    )
 }
 
 fn sqlite_migrations() -> Vec<Migration> {
-    embedded_migrations!("sqlite": (20261128000001, "create_schema"))
+    embedded_migrations!("sqlite":
+        (20261128000001, "create_schema"),
+        (20261128000002, "create_ingest_idempotency"),
+    )
 }
 
 /// A value bound to a placeholder.
@@ -162,27 +168,57 @@ impl Rows {
         self.len() == 0
     }
 
-    /// An integer column of row `row`; `None` when there is no such row or the value
-    /// is NULL.
-    pub fn get_i64(&self, row: usize, column: &str) -> Result<Option<i64>, DbError> {
+    /// Column `column` of row `row`, decoded as `T`; `None` when there is no such
+    /// row or the value is NULL.
+    pub fn get<T: Decodable>(&self, row: usize, column: &str) -> Result<Option<T>, DbError> {
         use sqlx::Row;
         let value = match self {
-            Rows::Postgres(r) => r.get(row).map(|r| r.try_get::<Option<i64>, _>(column)),
-            Rows::Sqlite(r) => r.get(row).map(|r| r.try_get::<Option<i64>, _>(column)),
+            Rows::Postgres(r) => r.get(row).map(|r| r.try_get::<Option<T>, _>(column)),
+            Rows::Sqlite(r) => r.get(row).map(|r| r.try_get::<Option<T>, _>(column)),
         };
         Ok(value.transpose().map_err(DbError::Other)?.flatten())
     }
 
-    /// A text column of row `row`; `None` when there is no such row or the value is
-    /// NULL.
-    pub fn get_string(&self, row: usize, column: &str) -> Result<Option<String>, DbError> {
-        use sqlx::Row;
-        let value = match self {
-            Rows::Postgres(r) => r.get(row).map(|r| r.try_get::<Option<String>, _>(column)),
-            Rows::Sqlite(r) => r.get(row).map(|r| r.try_get::<Option<String>, _>(column)),
-        };
-        Ok(value.transpose().map_err(DbError::Other)?.flatten())
+    /// An integer column (see [`Rows::get`]).
+    pub fn get_i64(&self, row: usize, column: &str) -> Result<Option<i64>, DbError> {
+        self.get(row, column)
     }
+
+    /// A text column (see [`Rows::get`]).
+    pub fn get_string(&self, row: usize, column: &str) -> Result<Option<String>, DbError> {
+        self.get(row, column)
+    }
+
+    /// A boolean column (see [`Rows::get`]).
+    pub fn get_bool(&self, row: usize, column: &str) -> Result<Option<bool>, DbError> {
+        self.get(row, column)
+    }
+
+    /// A timestamp-without-time-zone column (see [`Rows::get`]).
+    pub fn get_timestamp(
+        &self,
+        row: usize,
+        column: &str,
+    ) -> Result<Option<NaiveDateTime>, DbError> {
+        self.get(row, column)
+    }
+}
+
+/// A Rust type both backends decode.
+pub trait Decodable:
+    for<'r> sqlx::Decode<'r, Postgres>
+    + sqlx::Type<Postgres>
+    + for<'r> sqlx::Decode<'r, Sqlite>
+    + sqlx::Type<Sqlite>
+{
+}
+
+impl<T> Decodable for T where
+    T: for<'r> sqlx::Decode<'r, Postgres>
+        + sqlx::Type<Postgres>
+        + for<'r> sqlx::Decode<'r, Sqlite>
+        + sqlx::Type<Sqlite>
+{
 }
 
 /// What kind of constraint a write violated.

@@ -8,6 +8,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod shutdown;
+pub mod storage;
 
 pub use config::{Service, Settings};
 pub use db::{Arg, Db, DbError, Query, Rows};
