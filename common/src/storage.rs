@@ -101,6 +101,11 @@ impl S3Store {
         }
     }
 
+    /// The bucket name.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
     /// The SDK client (tests create buckets with it).
     pub fn client(&self) -> &aws_sdk_s3::Client {
         &self.client

@@ -5,7 +5,7 @@
 
 use chrono::NaiveDateTime;
 use common::db::ConstraintKind;
-use common::{Arg, Db, DbError, Query};
+use common::{Db, DbError, Query};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -192,7 +192,7 @@ impl NewProcedure {
             .bind(self.patient_id.as_str())
             .bind(self.patient_age)
             .bind(self.patient_gender.clone())
-            .bind(self.complexity_score.map_or(Arg::Null, Arg::Float))
+            .bind(self.complexity_score)
             .bind(self.status.as_str());
         db.execute(query)
             .await

@@ -17,7 +17,7 @@ async fn schema_counts(db: &Db) -> (i64, i64, i64, i64, i64) {
         scalar(db, "SELECT COUNT(*) AS n FROM information_schema.views WHERE table_schema = 'public'").await,
         scalar(db, "SELECT COUNT(*) AS n FROM pg_trigger WHERE NOT tgisinternal").await,
         scalar(db, "SELECT COUNT(*) AS n FROM pg_indexes WHERE schemaname = 'public' AND indexname LIKE 'idx\\_%' AND indexname NOT LIKE 'idx\\_ingest%'").await,
-        scalar(db, "SELECT COUNT(*) AS n FROM information_schema.check_constraints c JOIN information_schema.constraint_column_usage u USING (constraint_name) WHERE u.table_schema = 'public'").await,
+        scalar(db, "SELECT COUNT(*) AS n FROM information_schema.check_constraints c JOIN information_schema.constraint_column_usage u USING (constraint_name) WHERE u.table_schema = 'public' AND u.table_name NOT LIKE 'ingest\\_%'").await,
     )
 }
 
