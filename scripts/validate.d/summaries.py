@@ -64,9 +64,11 @@ def checkov_summary(results_json: str, config: str) -> int:
                 print(f"FAIL inline skip {key} has no reason")
             else:
                 print(f"skip {check['check_id']} {check['resource']}: {comment}")
-    if not reports:
-        failed += 1
-        print("FAIL checkov produced no results")
+    ran = {r.get("check_type") for r in reports}
+    for framework in ("kubernetes", "dockerfile", "cloudformation"):
+        if framework not in ran:
+            failed += 1
+            print(f"FAIL checkov did not scan any {framework} file")
     for line in frameworks:
         print(line)
     return result(passed, failed, skipped)
