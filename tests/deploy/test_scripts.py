@@ -4,6 +4,7 @@ Ingress; removal in reverse), what they pass to the charts, and their refusals."
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -61,6 +62,17 @@ ACTIONS = {
 
 
 def dry_run(script: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    if env is None:
+        return _dry_run_cached(script, args)
+    return _dry_run(script, args, env)
+
+
+@functools.cache
+def _dry_run_cached(script: str, args: tuple[str, ...]) -> subprocess.CompletedProcess:
+    return _dry_run(script, args, None)
+
+
+def _dry_run(script: str, args: tuple[str, ...], env: dict | None) -> subprocess.CompletedProcess:
     return subprocess.run([str(ROOT / "deploy" / script), "--dry-run", *args], capture_output=True, text=True,
                           env={**os.environ, **ENV, **(env or {})}, check=False, timeout=60)
 
