@@ -1,1 +1,18 @@
-//! placeholder
+//! Shared runtime pieces of the medrobotics services: settings, the database pool and
+//! migrations, probes, metrics, logging, the HTTP layer stack and graceful shutdown.
+
+pub mod config;
+pub mod db;
+pub mod health;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod shutdown;
+
+pub use config::{Service, Settings};
+pub use db::{Arg, Db, DbError, Query, Rows};
+
+/// Binds the listener for `server` (port 0 picks a free port).
+pub async fn bind(server: &config::ServerSettings) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind((server.host.as_str(), server.port)).await
+}

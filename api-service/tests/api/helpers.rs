@@ -1,0 +1,293 @@
+//! Test harness: a fresh database per test (PostgreSQL or SQLite), the app on port 0,
+//! typed request helpers, and a TCP proxy that can cut the app's database link.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use api_service::Application;
+use common::config::DatabaseTarget;
+use common::{Db, Service, Settings};
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch};
+
+/// Which database backs the app under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// The PostgreSQL server tests create their databases on.
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .or_else(|_| std::env::var("DATABASE_URL"))
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Creates an empty PostgreSQL database and returns its URL.
+pub async fn create_pg_database() -> String {
+    use sqlx::Connection;
+    let name = format!("medrobotics_test_{}", uuid::Uuid::new_v4().simple());
+    let admin = admin_url();
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("connect to the test PostgreSQL server (see README: scripts/test starts one)");
+    sqlx::Executor::execute(
+        &mut conn,
+        sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")),
+    )
+    .await
+    .expect("create database");
+    let (base, _) = admin.rsplit_once('/').expect("URL with a database");
+    format!("{base}/{name}")
+}
+
+/// Settings for a test app: port 0, small pool, short timeouts, no drain delay.
+pub fn test_settings(db_url: &str, extra: &[(&str, &str)]) -> Settings {
+    let mut env: HashMap<String, String> = [
+        ("APP_SERVER__HOST", "127.0.0.1"),
+        ("APP_SERVER__PORT", "0"),
+        ("APP_SERVER__DRAIN_DELAY_SECS", "0"),
+        ("APP_SERVER__SHUTDOWN_TIMEOUT_SECS", "10"),
+        ("APP_DATABASE__MAX_CONNECTIONS", "4"),
+        ("APP_DATABASE__ACQUIRE_TIMEOUT_MS", "1500"),
+        ("APP_DATABASE__READY_TIMEOUT_MS", "500"),
+        ("APP_DATABASE__MIGRATE_ON_START", "true"),
+        ("APP_LOG__LEVEL", "warn"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    env.insert("DATABASE_URL".into(), db_url.to_owned());
+    for (k, v) in extra {
+        env.insert((*k).to_owned(), (*v).to_owned());
+    }
+    Settings::from_env(Service::Api, &env).expect("test settings")
+}
+
+/// A running app and a direct handle on its database.
+pub struct TestApp {
+    pub address: String,
+    pub db: Db,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    pub server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _dir: Option<Arc<tempfile::TempDir>>,
+}
+
+/// A response with its body read.
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl TestApp {
+    pub async fn get(&self, path: &str) -> Reply {
+        let res = self
+            .client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request");
+        Self::reply(res).await
+    }
+
+    pub async fn request(&self, method: reqwest::Method, path: &str) -> Reply {
+        let res = self
+            .client
+            .request(method, format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request");
+        Self::reply(res).await
+    }
+
+    pub async fn reply(res: reqwest::Response) -> Reply {
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let text = res.text().await.expect("body");
+        Reply {
+            status,
+            headers,
+            text,
+        }
+    }
+
+    pub async fn get_robot(&self, id: &str) -> Reply {
+        self.get(&format!("/api/robots/{id}")).await
+    }
+
+    pub async fn get_procedure(&self, id: &str) -> Reply {
+        self.get(&format!("/api/procedures/{id}")).await
+    }
+
+    /// Loads the small known fleet (tests/fixtures/small_fleet.sql).
+    pub async fn load_small_fleet(&self) {
+        self.db
+            .execute_script(include_str!("../fixtures/small_fleet.sql"))
+            .await
+            .expect("fixtures load");
+    }
+
+    /// Runs SQL directly against the app's database.
+    pub async fn sql(&self, sql: &str) {
+        self.db.execute_script(sql).await.expect("sql");
+    }
+
+    /// Triggers the app's graceful shutdown (what SIGTERM does).
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Spawns the app on a fresh database of `backend`.
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, &[]).await
+}
+
+/// Spawns the app with extra settings (environment names).
+pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
+    let (db_url, dir) = match backend {
+        Backend::Postgres => (create_pg_database().await, None),
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let url = format!("sqlite:{}", dir.path().join("test.db").display());
+            (url, Some(Arc::new(dir)))
+        }
+    };
+    spawn_on(backend, &db_url, &db_url, extra, dir).await
+}
+
+/// Spawns the app whose database URL is `app_url` (for example through a proxy),
+/// with the test's own handle on `direct_url`.
+pub async fn spawn_on(
+    backend: Backend,
+    app_url: &str,
+    direct_url: &str,
+    extra: &[(&str, &str)],
+    dir: Option<Arc<tempfile::TempDir>>,
+) -> TestApp {
+    let settings = test_settings(app_url, extra);
+    let direct = test_settings(direct_url, &[]);
+    let db = Db::connect(&direct.database, "tests")
+        .await
+        .expect("direct db");
+    db.migrate().await.expect("migrate");
+    assert_eq!(
+        db.backend(),
+        if backend == Backend::Postgres {
+            DatabaseTarget::Postgres
+        } else {
+            DatabaseTarget::Sqlite
+        }
+    );
+    let app = Application::build(settings).await.expect("app builds");
+    let port = app.port();
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        db,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("client"),
+        shutdown: Some(tx),
+        server: Some(server),
+        _dir: dir,
+    }
+}
+
+/// What the proxy does with traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// Forward both ways.
+    Forward,
+    /// Close every connection at once (server down, connection refused/reset).
+    Refuse,
+    /// Accept and never answer (network partition).
+    Blackhole,
+}
+
+/// A TCP proxy in front of PostgreSQL whose behaviour the test switches; switching
+/// away from `Forward` also cuts the connections already open.
+pub struct DbProxy {
+    pub port: u16,
+    mode: watch::Sender<ProxyMode>,
+}
+
+impl DbProxy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let (mode, rx) = watch::channel(ProxyMode::Forward);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut rx = rx.clone();
+                tokio::spawn(async move {
+                    let current = *rx.borrow_and_update();
+                    match current {
+                        ProxyMode::Refuse => drop(inbound),
+                        ProxyMode::Blackhole => {
+                            let _ = rx.wait_for(|m| *m == ProxyMode::Forward).await;
+                        }
+                        ProxyMode::Forward => {
+                            let Ok(mut outbound) = TcpStream::connect(upstream).await else {
+                                return;
+                            };
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                                _ = rx.wait_for(|m| *m != ProxyMode::Forward) => {}
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Self { port, mode }
+    }
+
+    pub fn set(&self, mode: ProxyMode) {
+        self.mode.send_replace(mode);
+    }
+}
+
+/// The proxied form of a PostgreSQL URL (`host:port` replaced).
+pub fn via_proxy(url: &str, port: u16) -> String {
+    let (scheme_user, rest) = url.split_once('@').expect("url with user@host");
+    let (_, db) = rest.split_once('/').expect("url with /db");
+    format!("{scheme_user}@127.0.0.1:{port}/{db}")
+}
+
+/// The socket address of the PostgreSQL server in `url`.
+pub fn pg_addr(url: &str) -> SocketAddr {
+    let (_, rest) = url.split_once('@').expect("user@host");
+    let hostport = rest.split('/').next().expect("host");
+    let hostport = if hostport.contains(':') {
+        hostport.to_owned()
+    } else {
+        format!("{hostport}:5432")
+    };
+    let hostport = hostport.replace("localhost", "127.0.0.1");
+    hostport.parse().expect("ip:port")
+}

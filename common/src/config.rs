@@ -1,0 +1,786 @@
+//! Typed settings, layered: built-in defaults, then an optional TOML file
+//! (`APP_CONFIG_FILE`), then the environment.
+//!
+//! Environment names: every setting is `APP_<SECTION>__<KEY>` (for example
+//! `APP_DATABASE__MAX_CONNECTIONS`). The names the Flask services and the existing
+//! ConfigMap/Secret use keep working and are applied first, so an explicit `APP_*`
+//! value wins over them: `PORT`, `DATABASE_URL`, `RDS_HOST`, `RDS_PORT`,
+//! `RDS_DBNAME`, `RDS_USER`, `RDS_PASSWORD`, `S3_RAW_BUCKET`, `AWS_REGION`,
+//! `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`.
+//!
+//! Nothing here writes a file. Secrets are [`SecretString`], so `Debug` never shows them.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// Which service is loading its settings: decides the defaults that differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// The read API (port 5000).
+    Api,
+    /// The ingestion service (port 8080).
+    Ingestion,
+}
+
+impl Service {
+    /// The service name used in logs, health bodies and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Api => "api-service",
+            Service::Ingestion => "data-ingestion",
+        }
+    }
+
+    fn default_port(self) -> u16 {
+        match self {
+            Service::Api => 5000,
+            Service::Ingestion => 8080,
+        }
+    }
+
+    fn default_body_limit(self) -> usize {
+        match self {
+            // The read API takes no bodies; a small limit is a free defence.
+            Service::Api => 64 * 1024,
+            Service::Ingestion => 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// All settings of one process.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// HTTP listener, timeouts and shutdown.
+    pub server: ServerSettings,
+    /// PostgreSQL (production) or the embedded SQLite file.
+    #[serde(default)]
+    pub database: DatabaseSettings,
+    /// S3 bucket (production) or the embedded local directory.
+    #[serde(default)]
+    pub storage: StorageSettings,
+    /// Log format and level.
+    #[serde(default)]
+    pub log: LogSettings,
+    /// Telemetry grouping, back-pressure and idempotency (data-ingestion).
+    #[serde(default)]
+    pub ingest: IngestSettings,
+}
+
+/// HTTP listener, timeouts and shutdown.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to bind (`0.0.0.0` in a container).
+    #[serde(default = "default_host")]
+    pub host: String,
+    /// Port to bind; `PORT` sets it too. 0 picks a free port (tests).
+    pub port: u16,
+    /// Seconds to keep serving after SIGTERM with readiness off, so the load balancer
+    /// deregisters the pod before connections are refused.
+    #[serde(default = "default_drain_delay")]
+    pub drain_delay_secs: u64,
+    /// Upper bound, after the drain delay, for in-flight requests (and pending
+    /// ingestion writes) to finish before the process exits anyway.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout_secs: u64,
+    /// Whole-request timeout; a request running longer answers 503.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
+    /// Largest request body accepted (bytes, after decompression); larger answers 413.
+    pub body_limit_bytes: usize,
+    /// Requests handled at once; beyond it new requests get a fast 503.
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrent_requests: usize,
+}
+
+fn default_host() -> String {
+    "0.0.0.0".into()
+}
+fn default_drain_delay() -> u64 {
+    5
+}
+fn default_shutdown_timeout() -> u64 {
+    20
+}
+fn default_request_timeout() -> u64 {
+    30
+}
+fn default_max_concurrency() -> usize {
+    1024
+}
+
+impl ServerSettings {
+    /// Drain delay as a duration.
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_secs(self.drain_delay_secs)
+    }
+    /// Shutdown timeout as a duration.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+    /// Request timeout as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+}
+
+/// Settings that take one of a few words: deserialized from text so a wrong word
+/// is reported with the accepted ones.
+macro_rules! word_setting {
+    ($ty:ident { $($variant:ident => $word:literal),* $(,)? }) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let word = String::deserialize(d)?;
+                match word.as_str() {
+                    $($word => Ok($ty::$variant),)*
+                    other => Err(serde::de::Error::custom(format!(
+                        concat!("found {:?}, expected one of:" $(, " ", $word)*),
+                        other
+                    ))),
+                }
+            }
+        }
+    };
+}
+
+word_setting!(SslMode { Disable => "disable", Prefer => "prefer", Require => "require", VerifyCa => "verify-ca", VerifyFull => "verify-full" });
+word_setting!(ServerSideEncryption { Aes256 => "AES256", AwsKms => "aws:kms" });
+word_setting!(LogFormat { Auto => "auto", Json => "json", Text => "text" });
+
+/// TLS mode for PostgreSQL connections (libpq names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SslMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS when the server offers it.
+    #[default]
+    Prefer,
+    /// TLS, certificate not verified.
+    Require,
+    /// TLS, certificate chain verified.
+    VerifyCa,
+    /// TLS, chain and host name verified.
+    VerifyFull,
+}
+
+/// Database settings. With neither `url` nor `host` set the service uses the
+/// embedded SQLite file at `sqlite_path`.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// Full connection URL (`postgres://...` or `sqlite:...`); wins over the parts.
+    pub url: Option<SecretString>,
+    /// PostgreSQL host (`RDS_HOST`).
+    pub host: Option<String>,
+    /// PostgreSQL port (`RDS_PORT`).
+    pub port: u16,
+    /// Database name (`RDS_DBNAME`).
+    pub name: String,
+    /// User name (`RDS_USER`).
+    pub user: String,
+    /// Password (`RDS_PASSWORD`).
+    pub password: Option<SecretString>,
+    /// TLS mode for PostgreSQL; unset keeps the URL's `sslmode` (default `prefer`).
+    pub ssl_mode: Option<SslMode>,
+    /// CA bundle for `verify-ca` / `verify-full` (the RDS CA bundle).
+    pub ssl_root_cert: Option<PathBuf>,
+    /// Embedded database file, created on first start.
+    pub sqlite_path: PathBuf,
+    /// Pool size per process.
+    pub max_connections: u32,
+    /// Connections kept open when idle.
+    pub min_connections: u32,
+    /// How long a request waits for a pooled connection before answering 503.
+    pub acquire_timeout_ms: u64,
+    /// Server-side statement timeout (PostgreSQL `statement_timeout`).
+    pub statement_timeout_ms: u64,
+    /// Idle connections are closed after this long.
+    pub idle_timeout_secs: u64,
+    /// Connections are recycled after this long (RDS fail-over, credential rotation).
+    pub max_lifetime_secs: u64,
+    /// How long `/ready` waits for the database.
+    pub ready_timeout_ms: u64,
+    /// Apply migrations at startup. Unset: on for the embedded SQLite database,
+    /// off for PostgreSQL (the Helm chart runs `api-service migrate` as a Job).
+    pub migrate_on_start: Option<bool>,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            host: None,
+            port: 5432,
+            name: "medrobotics".into(),
+            user: "dbadmin".into(),
+            password: None,
+            ssl_mode: None,
+            ssl_root_cert: None,
+            sqlite_path: PathBuf::from("data/medrobotics.db"),
+            max_connections: 10,
+            min_connections: 0,
+            acquire_timeout_ms: 3000,
+            statement_timeout_ms: 5000,
+            idle_timeout_secs: 300,
+            max_lifetime_secs: 1800,
+            ready_timeout_ms: 1000,
+            migrate_on_start: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &self.url.as_ref().map(|_| "[REDACTED]"))
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("name", &self.name)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "[REDACTED]"))
+            .field("ssl_mode", &self.ssl_mode)
+            .field("sqlite_path", &self.sqlite_path)
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout_ms", &self.acquire_timeout_ms)
+            .field("statement_timeout_ms", &self.statement_timeout_ms)
+            .field("migrate_on_start", &self.migrate_on_start)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the database lives, decided from the settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseTarget {
+    /// A PostgreSQL server.
+    Postgres,
+    /// The embedded SQLite file (or a `sqlite:` URL).
+    Sqlite,
+}
+
+impl DatabaseSettings {
+    /// PostgreSQL when a URL with a postgres scheme or a host is configured.
+    pub fn target(&self) -> DatabaseTarget {
+        match &self.url {
+            Some(url) if url.expose_secret().starts_with("sqlite:") => DatabaseTarget::Sqlite,
+            Some(_) => DatabaseTarget::Postgres,
+            None if self.host.is_some() => DatabaseTarget::Postgres,
+            None => DatabaseTarget::Sqlite,
+        }
+    }
+
+    /// Whether migrations run at startup.
+    pub fn migrate_on_start(&self) -> bool {
+        self.migrate_on_start
+            .unwrap_or(self.target() == DatabaseTarget::Sqlite)
+    }
+
+    /// Acquire timeout as a duration.
+    pub fn acquire_timeout(&self) -> Duration {
+        Duration::from_millis(self.acquire_timeout_ms)
+    }
+}
+
+/// Server-side encryption requested on every PUT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServerSideEncryption {
+    /// SSE-S3.
+    #[default]
+    Aes256,
+    /// SSE-KMS with `kms_key_id` (or the bucket's default key).
+    AwsKms,
+}
+
+/// Object store settings. With no bucket configured the service writes to the local
+/// directory `local_dir` with the same key layout.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSettings {
+    /// Raw bucket (`S3_RAW_BUCKET`).
+    pub bucket: Option<String>,
+    /// Embedded store directory when no bucket is set.
+    pub local_dir: PathBuf,
+    /// AWS region (`AWS_REGION`); the SDK's chain decides when unset.
+    pub region: Option<String>,
+    /// Custom endpoint for S3-compatible servers (`AWS_ENDPOINT_URL[_S3]`).
+    pub endpoint: Option<String>,
+    /// Path-style addressing; defaults to on when a custom endpoint is set.
+    pub force_path_style: Option<bool>,
+    /// `AES256` or `aws:kms`.
+    pub sse: ServerSideEncryption,
+    /// KMS key for `aws:kms`.
+    pub kms_key_id: Option<String>,
+    /// TCP connect timeout to the object store.
+    pub connect_timeout_ms: u64,
+    /// Whole-operation timeout (including retries) for one PUT/GET.
+    pub operation_timeout_ms: u64,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self {
+            bucket: None,
+            local_dir: PathBuf::from("data/bucket"),
+            region: None,
+            endpoint: None,
+            force_path_style: None,
+            sse: ServerSideEncryption::default(),
+            kms_key_id: None,
+            connect_timeout_ms: 3000,
+            operation_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// JSON lines unless stdout is a terminal.
+    #[default]
+    Auto,
+    /// One JSON object a line.
+    Json,
+    /// Human-readable text.
+    Text,
+}
+
+/// Logging settings; `RUST_LOG` overrides `level`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `auto`, `json` or `text`.
+    pub format: LogFormat,
+    /// A `tracing` filter directive such as `info` or `info,sqlx=warn`.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Auto,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Telemetry ingestion settings (data-ingestion only).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestSettings {
+    /// How long the first request of a group waits for others to join it.
+    pub group_window_ms: u64,
+    /// A group is written as soon as it holds this many records.
+    pub group_max_records: usize,
+    /// A group is written as soon as its body reaches this size.
+    pub group_max_bytes: usize,
+    /// Memory bound for records waiting to be written; past it requests get 503.
+    pub max_pending_bytes: usize,
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_ttl_secs: u64,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        Self {
+            group_window_ms: 50,
+            group_max_records: 10_000,
+            group_max_bytes: 4 * 1024 * 1024,
+            max_pending_bytes: 64 * 1024 * 1024,
+            idempotency_ttl_secs: 24 * 3600,
+        }
+    }
+}
+
+/// Settings could not be loaded: one line naming the setting and what it accepts.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SettingsError(String);
+
+/// Legacy environment names and the setting each one feeds.
+const LEGACY_ENV: &[(&str, &str)] = &[
+    ("PORT", "server.port"),
+    ("DATABASE_URL", "database.url"),
+    ("RDS_HOST", "database.host"),
+    ("RDS_PORT", "database.port"),
+    ("RDS_DBNAME", "database.name"),
+    ("RDS_USER", "database.user"),
+    ("RDS_PASSWORD", "database.password"),
+    ("S3_RAW_BUCKET", "storage.bucket"),
+    ("AWS_REGION", "storage.region"),
+    ("AWS_ENDPOINT_URL", "storage.endpoint"),
+    ("AWS_ENDPOINT_URL_S3", "storage.endpoint"),
+];
+
+const ENV_PREFIX: &str = "APP";
+
+impl Settings {
+    /// Loads the settings of `service` from the process environment.
+    pub fn load(service: Service) -> Result<Self, SettingsError> {
+        Self::from_env(service, &std::env::vars().collect())
+    }
+
+    /// Loads the settings from an explicit environment (tests use this instead of
+    /// mutating the process environment).
+    pub fn from_env(
+        service: Service,
+        env: &HashMap<String, String>,
+    ) -> Result<Self, SettingsError> {
+        let mut builder = config::Config::builder()
+            .set_default("server.port", i64::from(service.default_port()))
+            .and_then(|b| {
+                b.set_default(
+                    "server.body_limit_bytes",
+                    service.default_body_limit() as i64,
+                )
+            })
+            .map_err(|e| SettingsError(e.to_string()))?;
+
+        if let Some(path) = env.get("APP_CONFIG_FILE").filter(|p| !p.is_empty()) {
+            builder = builder.add_source(config::File::new(path, config::FileFormat::Toml));
+        }
+
+        // Legacy names first (AWS_ENDPOINT_URL_S3 after AWS_ENDPOINT_URL, as the SDK
+        // prefers the service-specific one), then the APP_* names on top.
+        let mut legacy = config::Map::new();
+        for (name, key) in LEGACY_ENV {
+            if let Some(value) = env.get(*name).filter(|v| !v.is_empty()) {
+                legacy.insert((*key).to_owned(), value.clone());
+            }
+        }
+        builder = builder.add_source(
+            config::Environment::default()
+                .separator(".")
+                .try_parsing(true)
+                .source(Some(legacy)),
+        );
+        let app_env: config::Map<String, String> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("APP_") && k.as_str() != "APP_CONFIG_FILE")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(app_env)),
+        );
+
+        let settings: Settings = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(describe_error)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let db = &self.database;
+        check(
+            db.max_connections >= 1,
+            "database.max_connections",
+            "an integer >= 1",
+        )?;
+        check(
+            db.min_connections <= db.max_connections,
+            "database.min_connections",
+            "an integer <= database.max_connections",
+        )?;
+        check(
+            db.acquire_timeout_ms >= 1,
+            "database.acquire_timeout_ms",
+            "milliseconds >= 1",
+        )?;
+        check(
+            db.ready_timeout_ms >= 1,
+            "database.ready_timeout_ms",
+            "milliseconds >= 1",
+        )?;
+        if let Some(url) = &db.url {
+            let url = url.expose_secret();
+            check(
+                url.starts_with("postgres://")
+                    || url.starts_with("postgresql://")
+                    || url.starts_with("sqlite:"),
+                "database.url",
+                "a postgres://user:password@host:port/dbname or sqlite:path URL",
+            )?;
+        }
+        check(
+            self.server.body_limit_bytes >= 1024,
+            "server.body_limit_bytes",
+            "bytes >= 1024",
+        )?;
+        check(
+            self.server.max_concurrent_requests >= 1,
+            "server.max_concurrent_requests",
+            "an integer >= 1",
+        )?;
+        check(
+            self.server.request_timeout_secs >= 1,
+            "server.request_timeout_secs",
+            "seconds >= 1",
+        )?;
+        if self.storage.sse == ServerSideEncryption::AwsKms {
+            check(
+                self.storage
+                    .kms_key_id
+                    .as_deref()
+                    .is_some_and(|k| !k.is_empty()),
+                "storage.kms_key_id",
+                "a KMS key id or ARN (required when storage.sse = aws:kms)",
+            )?;
+        }
+        let ingest = &self.ingest;
+        check(
+            (1..=10_000).contains(&ingest.group_window_ms),
+            "ingest.group_window_ms",
+            "milliseconds between 1 and 10000",
+        )?;
+        check(
+            ingest.group_max_records >= 1,
+            "ingest.group_max_records",
+            "an integer >= 1",
+        )?;
+        check(
+            ingest.group_max_bytes >= 1024,
+            "ingest.group_max_bytes",
+            "bytes >= 1024",
+        )?;
+        check(
+            ingest.max_pending_bytes >= ingest.group_max_bytes,
+            "ingest.max_pending_bytes",
+            "bytes >= ingest.group_max_bytes",
+        )?;
+        check(
+            ingest.idempotency_ttl_secs >= 1,
+            "ingest.idempotency_ttl_secs",
+            "seconds >= 1",
+        )?;
+        Ok(())
+    }
+}
+
+fn check(ok: bool, key: &str, accepted: &str) -> Result<(), SettingsError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(SettingsError(format!(
+            "invalid setting {key} ({}): expected {accepted}",
+            env_names(key)
+        )))
+    }
+}
+
+/// The environment names that feed `key`, for error messages.
+fn env_names(key: &str) -> String {
+    let mut names: Vec<String> = LEGACY_ENV
+        .iter()
+        .filter(|(_, k)| *k == key)
+        .map(|(n, _)| (*n).to_string())
+        .collect();
+    let app = match key.split_once('.') {
+        Some((section, rest)) => format!("{ENV_PREFIX}_{section}__{rest}").to_uppercase(),
+        None => format!("{ENV_PREFIX}_{key}").to_uppercase(),
+    };
+    names.push(app);
+    names.join(" or ")
+}
+
+fn describe_error(err: config::ConfigError) -> SettingsError {
+    use config::ConfigError as E;
+    match err {
+        E::Type {
+            unexpected,
+            expected,
+            key: Some(key),
+            ..
+        } => SettingsError(format!(
+            "invalid setting {key} ({}): found {unexpected}, expected {expected}",
+            env_names(&key)
+        )),
+        E::At {
+            error,
+            key: Some(key),
+            ..
+        } => SettingsError(format!(
+            "invalid setting {key} ({}): {}",
+            env_names(&key),
+            one_line(&error.to_string())
+        )),
+        E::FileParse { uri, cause } => SettingsError(format!(
+            "invalid config file {}: {}",
+            uri.unwrap_or_default(),
+            one_line(&cause.to_string())
+        )),
+        other => SettingsError(format!(
+            "invalid settings: {}",
+            one_line(&other.to_string())
+        )),
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_use_the_embedded_database_and_service_port() {
+        let api = Settings::from_env(Service::Api, &env(&[])).expect("defaults load");
+        assert_eq!(api.server.port, 5000);
+        assert_eq!(api.database.target(), DatabaseTarget::Sqlite);
+        assert!(api.database.migrate_on_start());
+        assert_eq!(api.database.acquire_timeout_ms, 3000);
+        let ingest = Settings::from_env(Service::Ingestion, &env(&[])).expect("defaults load");
+        assert_eq!(ingest.server.port, 8080);
+        assert!(ingest.server.body_limit_bytes > api.server.body_limit_bytes);
+    }
+
+    #[test]
+    fn legacy_names_configure_postgres_and_the_bucket() {
+        let s = Settings::from_env(
+            Service::Api,
+            &env(&[
+                ("PORT", "5050"),
+                ("RDS_HOST", "db.internal"),
+                ("RDS_PORT", "6543"),
+                ("RDS_DBNAME", "prod"),
+                ("RDS_USER", "svc"),
+                ("RDS_PASSWORD", "hunter2"),
+                ("S3_RAW_BUCKET", "raw-bucket"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(s.server.port, 5050);
+        assert_eq!(s.database.target(), DatabaseTarget::Postgres);
+        assert_eq!(s.database.host.as_deref(), Some("db.internal"));
+        assert_eq!(s.database.port, 6543);
+        assert_eq!(s.database.name, "prod");
+        assert_eq!(s.database.user, "svc");
+        assert_eq!(
+            s.database
+                .password
+                .as_ref()
+                .map(|p| p.expose_secret().to_string()),
+            Some("hunter2".into())
+        );
+        assert!(!s.database.migrate_on_start());
+        assert_eq!(s.storage.bucket.as_deref(), Some("raw-bucket"));
+    }
+
+    #[test]
+    fn app_names_win_over_legacy_names() {
+        let s = Settings::from_env(
+            Service::Api,
+            &env(&[
+                ("PORT", "5050"),
+                ("APP_SERVER__PORT", "6000"),
+                ("APP_DATABASE__MAX_CONNECTIONS", "4"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(s.server.port, 6000);
+        assert_eq!(s.database.max_connections, 4);
+    }
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let s = Settings::from_env(
+            Service::Api,
+            &env(&[
+                ("RDS_PASSWORD", "s3cr3t-pw"),
+                ("DATABASE_URL", "postgres://u:url-pw-9@h/db"),
+            ]),
+        )
+        .expect("loads");
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("s3cr3t-pw"), "{shown}");
+        assert!(!shown.contains("url-pw-9"), "{shown}");
+        assert!(shown.contains("REDACTED"));
+    }
+
+    #[test]
+    fn a_bad_value_names_the_setting_and_accepted_form() {
+        let err = Settings::from_env(Service::Api, &env(&[("PORT", "abc")])).expect_err("rejects");
+        let msg = err.to_string();
+        assert!(msg.contains("server.port") && msg.contains("PORT"), "{msg}");
+        assert!(!msg.contains('\n'));
+
+        let err = Settings::from_env(Service::Api, &env(&[("APP_LOG__FORMAT", "xml")]))
+            .expect_err("rejects");
+        assert!(err.to_string().contains("APP_LOG__FORMAT"), "{err}");
+        assert!(err.to_string().contains("json"), "{err}");
+
+        let err = Settings::from_env(
+            Service::Api,
+            &env(&[("APP_DATABASE__MAX_CONNECTIONS", "0")]),
+        )
+        .expect_err("rejects");
+        assert!(
+            err.to_string().contains("APP_DATABASE__MAX_CONNECTIONS"),
+            "{err}"
+        );
+
+        let err = Settings::from_env(Service::Api, &env(&[("DATABASE_URL", "mysql://x")]))
+            .expect_err("rejects");
+        assert!(err.to_string().contains("database.url"), "{err}");
+    }
+
+    #[test]
+    fn a_toml_file_sits_between_defaults_and_environment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("app.toml");
+        std::fs::write(
+            &path,
+            "[database]\nmax_connections = 7\nstatement_timeout_ms = 900\n[log]\nformat = \"json\"\n",
+        )
+        .expect("write");
+        let s = Settings::from_env(
+            Service::Api,
+            &env(&[
+                ("APP_CONFIG_FILE", path.to_str().expect("utf-8")),
+                ("APP_DATABASE__MAX_CONNECTIONS", "3"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(
+            s.database.max_connections, 3,
+            "environment wins over the file"
+        );
+        assert_eq!(
+            s.database.statement_timeout_ms, 900,
+            "file wins over defaults"
+        );
+        assert_eq!(s.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn kms_encryption_requires_a_key() {
+        let err = Settings::from_env(Service::Ingestion, &env(&[("APP_STORAGE__SSE", "aws:kms")]))
+            .expect_err("rejects");
+        assert!(err.to_string().contains("kms_key_id"), "{err}");
+        let s = Settings::from_env(
+            Service::Ingestion,
+            &env(&[
+                ("APP_STORAGE__SSE", "aws:kms"),
+                ("APP_STORAGE__KMS_KEY_ID", "alias/raw"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(s.storage.sse, ServerSideEncryption::AwsKms);
+    }
+}

@@ -1,0 +1,233 @@
+//! The HTTP layer stack both services share, readable top to bottom in
+//! [`finish_router`]: request id, one log line and the RED metrics per request, panic
+//! catching, load shedding, the request timeout, the body limit, and JSON 404/405
+//! fallbacks. Also the `{"error": ...}` body every failure uses.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tower::ServiceBuilder;
+use tower::timeout::error::Elapsed;
+use tower_http::catch_panic::CatchPanicLayer;
+use tracing::Instrument;
+
+use crate::config::{ServerSettings, Service};
+use crate::health::{Readiness, health_body, ready_handler};
+use crate::metrics::{HttpMetrics, Metrics, metrics_handler};
+
+/// `X-Request-Id`, taken from the request or generated, and echoed back.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request id of the current request (in request extensions).
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+/// The cause chain of a failed request, attached to the response so the request log
+/// line carries it once; it never reaches the client.
+#[derive(Clone, Debug)]
+pub struct ErrorReport(pub Arc<String>);
+
+impl ErrorReport {
+    /// Formats `err` and its sources as `outer: inner: root`.
+    pub fn from_error(err: &(dyn std::error::Error + 'static)) -> Self {
+        let mut chain = err.to_string();
+        let mut source = err.source();
+        while let Some(s) = source {
+            chain.push_str(": ");
+            chain.push_str(&s.to_string());
+            source = s.source();
+        }
+        Self(Arc::new(chain))
+    }
+}
+
+/// A JSON body `{"error": message}` (plus a newline, as Flask's `jsonify` sent).
+pub fn error_response(status: StatusCode, message: &str) -> Response {
+    let mut body = serde_json::to_vec(&serde_json::json!({ "error": message }))
+        .unwrap_or_else(|_| b"{\"error\":\"error\"}".to_vec());
+    body.push(b'\n');
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// A 503 telling the client when to retry.
+pub fn unavailable_response(message: &str, retry_after_secs: u64) -> Response {
+    let mut res = error_response(StatusCode::SERVICE_UNAVAILABLE, message);
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    res
+}
+
+/// What the per-request middleware needs.
+#[derive(Clone)]
+struct Observer {
+    http: HttpMetrics,
+}
+
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
+}
+
+fn incoming_request_id(req: &Request) -> Option<String> {
+    let value = req.headers().get(&X_REQUEST_ID)?.to_str().ok()?;
+    let ok = !value.is_empty() && value.len() <= 128 && value.bytes().all(|b| b.is_ascii_graphic());
+    ok.then(|| value.to_owned())
+}
+
+/// Outermost middleware: request id, span, metrics and the one log line.
+async fn observe(State(obs): State<Observer>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = incoming_request_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let method = method_label(req.method());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        http.method = method,
+        http.route = tracing::field::Empty,
+    );
+    req.extensions_mut().insert(RequestId(request_id.clone()));
+    let mut res = next.run(req).instrument(span.clone()).await;
+
+    let route = res
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_owned();
+    let status = res.status().as_u16();
+    let elapsed = started.elapsed();
+    obs.http.record(method, &route, status, elapsed);
+    if route == "unmatched" {
+        span.record("http.route", "unmatched");
+    }
+
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    let quiet = matches!(
+        route.as_str(),
+        "/health" | "/ready" | "/metrics" | "/api/health" | "/ingest/health"
+    );
+    if let Some(report) = res.extensions().get::<ErrorReport>() {
+        tracing::error!(parent: &span, status, latency_ms, error = %report.0, "request failed");
+    } else if status >= 500 {
+        tracing::warn!(parent: &span, status, latency_ms, "request completed");
+    } else if quiet {
+        tracing::debug!(parent: &span, status, latency_ms, "request completed");
+    } else {
+        tracing::info!(parent: &span, status, latency_ms, "request completed");
+    }
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        res.headers_mut().insert(X_REQUEST_ID.clone(), value);
+    }
+    res
+}
+
+/// Route layer: copies the matched route template into the response, where the
+/// outer middleware (which runs before routing) can read it.
+async fn capture_route(req: Request, next: Next) -> Response {
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    if let Some(m) = &matched {
+        tracing::Span::current().record("http.route", m.as_str());
+    }
+    let mut res = next.run(req).await;
+    if let Some(m) = matched {
+        res.extensions_mut().insert(m);
+    }
+    res
+}
+
+async fn not_found() -> Response {
+    error_response(StatusCode::NOT_FOUND, "Not found")
+}
+
+async fn method_not_allowed() -> Response {
+    error_response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
+}
+
+async fn handle_layer_error(err: tower::BoxError) -> Response {
+    if err.is::<Elapsed>() {
+        unavailable_response("Request timed out", 1)
+    } else if err.is::<tower::load_shed::error::Overloaded>() {
+        unavailable_response("Server is overloaded, retry later", 1)
+    } else {
+        let mut res = error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error");
+        res.extensions_mut()
+            .insert(ErrorReport(Arc::new(err.to_string())));
+        res
+    }
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
+    let mut res = error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error");
+    res.extensions_mut()
+        .insert(ErrorReport(Arc::new("handler panicked".into())));
+    res
+}
+
+/// The probe and metrics routes: `/health` (plus the service's own health aliases),
+/// `/ready` and `/metrics`.
+pub fn probe_router(
+    service: Service,
+    health_aliases: &[&str],
+    readiness: Arc<Readiness>,
+    metrics: Metrics,
+) -> Router {
+    let name = service.name();
+    let health = move || async move { axum::Json(health_body(name)) };
+    let mut router = Router::new().route("/health", get(health));
+    for alias in health_aliases {
+        router = router.route(alias, get(health));
+    }
+    router
+        .route("/ready", get(ready_handler).with_state(readiness))
+        .route("/metrics", get(metrics_handler).with_state(metrics))
+}
+
+/// Wraps the service's routes (already merged with [`probe_router`]) in the shared
+/// layer stack. Outermost first: observe (request id, log, metrics), catch panics,
+/// shed load past `max_concurrent_requests`, time out after `request_timeout_secs`,
+/// cap bodies at `body_limit_bytes`; JSON 404 and 405 for everything unrouted.
+pub fn finish_router(routes: Router, server: &ServerSettings, metrics: &Metrics) -> Router {
+    let observer = Observer {
+        http: metrics.http.clone(),
+    };
+    routes
+        .route_layer(middleware::from_fn(capture_route))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(server.body_limit_bytes))
+        .layer(
+            ServiceBuilder::new()
+                .layer(middleware::from_fn_with_state(observer, observe))
+                .layer(CatchPanicLayer::custom(panic_response))
+                .layer(HandleErrorLayer::new(handle_layer_error))
+                .load_shed()
+                .concurrency_limit(server.max_concurrent_requests)
+                .timeout(server.request_timeout()),
+        )
+}
+
+/// The `Retry-After` seconds for database-unavailable answers.
+pub const DB_RETRY_AFTER: Duration = Duration::from_secs(2);
