@@ -404,7 +404,7 @@ def test_both_schemas_agree_except_for_the_ingest_block():
     b["required"].remove("ingest")
     a.pop("title"), b.pop("title")
     assert a == b
-    assert set(ingest["properties"]) == {"groupWindowMs", "groupMaxRecords", "maxPendingBytes", "idempotencyTtlSecs"}
+    assert set(ingest["properties"]) == {"groupWindowMs", "groupMaxRecords", "groupMaxBytes", "maxPendingBytes", "idempotencyTtlSecs"}
 
 
 @pytest.mark.parametrize("chart", CHARTS)
@@ -429,3 +429,11 @@ def test_hooks_are_only_the_expected_kinds(scenario_renders):
     for chart, name, objs in scenario_renders:
         kinds = sorted({o["kind"] for o in objs if is_hook(o)})
         assert set(kinds) <= {"ExternalSecret", "Job", "NetworkPolicy", "Pod"}, (chart, name, kinds)
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_certificate_verification_needs_the_rds_ca_bundle(chart):
+    message = render_error(chart, deploycheck.deep_merge(REQUIRED, {"database": {"sslMode": "verify-full"}}))
+    assert "database.sslRootCert" in message
+    data = one(render(chart, {"database": {"sslMode": "verify-full", "sslRootCert": "/etc/rds-ca/global-bundle.pem"}}), "ConfigMap")["data"]
+    assert data["APP_DATABASE__SSL_ROOT_CERT"] == "/etc/rds-ca/global-bundle.pem"

@@ -25,10 +25,12 @@ Unset optional values are left out so the service's built-in defaults apply.
 -}}
 {{- with $db.host }}{{ $_ := set $data "RDS_HOST" . }}{{ end }}
 {{- if and $db.user (not $db.secretKeys.username) }}{{ $_ := set $data "RDS_USER" $db.user }}{{ end }}
+{{- with $db.sslRootCert }}{{ $_ := set $data "APP_DATABASE__SSL_ROOT_CERT" . }}{{ end }}
 {{- with .Values.storage.kmsKeyId }}{{ $_ := set $data "APP_STORAGE__KMS_KEY_ID" . }}{{ end }}
 {{- with .Values.ingest }}
 {{- if not (kindIs "invalid" .groupWindowMs) }}{{ $_ := set $data "APP_INGEST__GROUP_WINDOW_MS" (toString .groupWindowMs) }}{{ end }}
 {{- if not (kindIs "invalid" .groupMaxRecords) }}{{ $_ := set $data "APP_INGEST__GROUP_MAX_RECORDS" (toString .groupMaxRecords) }}{{ end }}
+{{- if not (kindIs "invalid" .groupMaxBytes) }}{{ $_ := set $data "APP_INGEST__GROUP_MAX_BYTES" (toString .groupMaxBytes) }}{{ end }}
 {{- if not (kindIs "invalid" .maxPendingBytes) }}{{ $_ := set $data "APP_INGEST__MAX_PENDING_BYTES" (toString .maxPendingBytes) }}{{ end }}
 {{- if not (kindIs "invalid" .idempotencyTtlSecs) }}{{ $_ := set $data "APP_INGEST__IDEMPOTENCY_TTL_SECS" (toString .idempotencyTtlSecs) }}{{ end }}
 {{- end }}

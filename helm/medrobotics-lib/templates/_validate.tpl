@@ -17,6 +17,10 @@ one line naming the values to change. Include once per chart (templates/validate
 {{- fail (printf "%s: database.secretKeys.password (RDS_PASSWORD) or database.secretKeys.databaseUrl (DATABASE_URL) must name a key of the Secret" $fullname) }}
 {{- end }}
 
+{{- if and (has $db.sslMode (list "verify-ca" "verify-full")) (not $db.sslRootCert) }}
+{{- fail (printf "%s: database.sslMode %s verifies the server certificate: set database.sslRootCert to the RDS CA bundle mounted through extraVolumes/extraVolumeMounts" $fullname $db.sslMode) }}
+{{- end }}
+
 {{- /* Connection budget: every pod that can exist at once holds a full pool. */ -}}
 {{- $maxPods := int (include "medrobotics-lib.maxPods" .) }}
 {{- $needed := mul $maxPods (int $db.maxConnections) }}
