@@ -1,0 +1,439 @@
+"""The chart logic: render-time guards, the design's numbers, and invariants that must hold
+in every scenario (probes, security, labels, /metrics never routed)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from conftest import REQUIRED, ROOT, by_kind, is_hook, load_yaml, one, render, render_raw
+
+import deploycheck
+
+CHARTS = deploycheck.CHARTS
+PORTS = {"api-service": 5000, "data-ingestion": 8080}
+PREFIX = {"api-service": "/api", "data-ingestion": "/ingest"}
+
+
+def render_error(chart: str, values: dict) -> str:
+    with pytest.raises(Exception) as exc:  # noqa: PT011 (helm raises HelmRenderError / HelmValuesError)
+        render_raw(chart, values)
+    return str(exc.value)
+
+
+# --- guards ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_rendering_without_the_database_secret_fails_with_a_clear_message(chart):
+    message = render_error(chart, {"database": {"host": "db"}, "storage": {"rawBucket": "raw-bucket"}})
+    assert "database credentials are required" in message
+    assert "database.existingSecret" in message and "externalSecret.enabled" in message
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_default_values_alone_refuse_to_render(chart):
+    assert "database credentials are required" in render_error(chart, {})
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_missing_database_host_and_bucket_are_named(chart):
+    assert "database.host" in render_error(chart, {"database": {"existingSecret": "s"}, "storage": {"rawBucket": "raw-bucket"}})
+    assert "storage.rawBucket" in render_error(chart, {"database": {"existingSecret": "s", "host": "db"}})
+
+
+@pytest.mark.parametrize(("chart", "max_replicas", "pool", "budget"), [("api-service", 15, 20, 200), ("data-ingestion", 10, 14, 150)])
+def test_pool_size_times_max_pods_over_the_budget_refuses_to_render(chart, max_replicas, pool, budget):
+    message = render_error(chart, deploycheck.deep_merge(REQUIRED, {"database": {"maxConnections": pool}}))
+    needed = (max_replicas + 1) * pool
+    assert "connection budget exceeded" in message
+    assert f"= {needed} connections > database.connectionBudget {budget}" in message
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_connection_budget_counts_the_surge_and_fits_exactly(chart):
+    # (maxReplicas + maxSurge) x pool == budget renders; one connection less does not.
+    values = {"autoscaling": {"maxReplicas": 9}, "strategy": {"maxSurge": 1}, "database": {"maxConnections": 10, "connectionBudget": 100}}
+    assert one(render(chart, values), "Deployment")
+    values["database"]["connectionBudget"] = 99
+    assert "connection budget exceeded" in render_error(chart, deploycheck.deep_merge(REQUIRED, values))
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_percentage_surge_is_rounded_up_like_the_deployment_controller(chart):
+    # 10 pods + ceil(10 x 25%) = 13 pods x 10 = 130 connections.
+    values = {"autoscaling": {"maxReplicas": 10}, "strategy": {"maxSurge": "25%"}, "database": {"maxConnections": 10, "connectionBudget": 129}}
+    assert "13 pods at most" in render_error(chart, deploycheck.deep_merge(REQUIRED, values))
+    values["database"]["connectionBudget"] = 130
+    assert one(render(chart, values), "Deployment")
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_fixed_replicas_count_in_the_budget_when_the_hpa_is_off(chart):
+    values = {"autoscaling": {"enabled": False}, "replicaCount": 20, "database": {"maxConnections": 10, "connectionBudget": 200}}
+    assert "replicaCount 20" in render_error(chart, deploycheck.deep_merge(REQUIRED, values))
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_grace_period_must_exceed_drain_delay_plus_shutdown_timeout(chart):
+    message = render_error(chart, deploycheck.deep_merge(REQUIRED, {"terminationGracePeriodSeconds": 35}))
+    assert "must exceed server.drainDelaySeconds + server.shutdownTimeoutSeconds (35)" in message
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+@pytest.mark.parametrize("path", ["/", "/metrics", "/api/metrics"])
+def test_ingress_refuses_paths_that_expose_metrics(chart, path):
+    assert "would expose /metrics" in render_error(chart, deploycheck.deep_merge(REQUIRED, {"ingress": {"path": path}}))
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_kms_encryption_needs_a_key(chart):
+    assert "storage.kmsKeyId is empty" in render_error(chart, deploycheck.deep_merge(REQUIRED, {"storage": {"sse": "aws:kms"}}))
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_schema_rejects_unknown_keys_and_latest_tag(chart):
+    assert "additional properties" in render_error(chart, deploycheck.deep_merge(REQUIRED, {"replicas": 3})).lower()
+    assert "image/tag" in render_error(chart, deploycheck.deep_merge(REQUIRED, {"image": {"tag": "latest"}}))
+
+
+# --- the design's numbers ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("chart", "lo", "hi"), [("api-service", 3, 15), ("data-ingestion", 2, 10)])
+def test_hpa_follows_the_design(chart, lo, hi):
+    hpa = one(render(chart), "HorizontalPodAutoscaler")["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (lo, hi)
+    targets = {m["resource"]["name"]: m["resource"]["target"]["averageUtilization"] for m in hpa["metrics"]}
+    assert targets == {"cpu": 70, "memory": 80}
+    up, down = hpa["behavior"]["scaleUp"], hpa["behavior"]["scaleDown"]
+    assert up["policies"] == [{"type": "Percent", "value": 100, "periodSeconds": 30}]
+    assert down["stabilizationWindowSeconds"] == 300
+    assert down["policies"] == [{"type": "Percent", "value": 50, "periodSeconds": 60}]
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_memory_signal_can_be_switched_off(chart):
+    hpa = one(render(chart, {"autoscaling": {"targetMemoryUtilizationPercentage": None}}), "HorizontalPodAutoscaler")
+    assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu"]
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_replicas_absent_when_hpa_on_and_present_when_off(chart):
+    assert "replicas" not in one(render(chart), "Deployment")["spec"]
+    objs = render(chart, {"autoscaling": {"enabled": False}, "replicaCount": 4})
+    assert one(objs, "Deployment")["spec"]["replicas"] == 4
+    assert not by_kind(objs, "HorizontalPodAutoscaler")
+
+
+@pytest.mark.parametrize(("chart", "replicas"), [("api-service", 3), ("data-ingestion", 2)])
+def test_deployment_follows_the_design(chart, replicas):
+    values = load_yaml(f"helm/{chart}/values.yaml")
+    assert values["replicaCount"] == replicas
+    dep = one(render(chart), "Deployment")["spec"]
+    assert dep["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    pod = dep["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["resources"]["requests"] == {"cpu": "250m", "memory": "512Mi"}
+    assert container["ports"] == [{"name": "http", "containerPort": PORTS[chart], "protocol": "TCP"}]
+    assert {c["topologyKey"] for c in pod["topologySpreadConstraints"]} == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+    assert pod["terminationGracePeriodSeconds"] == 45
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_ingress_is_an_internet_facing_alb_with_ip_targets_and_15s_health_checks(chart):
+    ing = one(render(chart), "Ingress")
+    ann = ing["metadata"]["annotations"]
+    assert ing["spec"]["ingressClassName"] == "alb"
+    assert ann["alb.ingress.kubernetes.io/scheme"] == "internet-facing"
+    assert ann["alb.ingress.kubernetes.io/target-type"] == "ip"
+    assert ann["alb.ingress.kubernetes.io/healthcheck-interval-seconds"] == "15"
+    assert ann["alb.ingress.kubernetes.io/group.name"] == "medrobotics"
+    (rule,) = ing["spec"]["rules"]
+    (path,) = rule["http"]["paths"]
+    assert path["path"] == PREFIX[chart]
+    assert path["backend"]["service"] == {"name": chart, "port": {"name": "http"}}
+    # Deregistration finishes inside the grace period.
+    delay = int(ann["alb.ingress.kubernetes.io/target-group-attributes"].split("=")[1])
+    assert delay < 45
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_tls_listener_when_a_certificate_is_given(chart):
+    ann = one(render(chart, {"ingress": {"certificateArn": "arn:aws:acm:us-east-1:111122223333:certificate/x"}}), "Ingress")["metadata"]["annotations"]
+    assert ann["alb.ingress.kubernetes.io/ssl-redirect"] == "443"
+    assert '"HTTPS": 443' in ann["alb.ingress.kubernetes.io/listen-ports"]
+
+
+# --- invariants over every scenario and overlay -------------------------------------------------
+
+
+def every_object(scenario_renders, overlay_renders):
+    for chart, name, objs in scenario_renders:
+        for o in objs:
+            yield f"helm/{chart} {name}", o
+    for overlay, objs in overlay_renders.items():
+        for o in objs:
+            yield f"k8s/{overlay}", o
+
+
+def test_metrics_is_never_routed_by_any_ingress(scenario_renders, overlay_renders):
+    paths = []
+    for where, obj in every_object(scenario_renders, overlay_renders):
+        if obj["kind"] != "Ingress":
+            continue
+        for rule in obj["spec"]["rules"]:
+            for p in rule["http"]["paths"]:
+                paths.append((where, p["path"]))
+                assert p["path"] != "/", where
+                assert "metrics" not in p["path"], where
+                assert p["path"] in ("/api", "/ingest"), (where, p["path"])
+    assert paths, "no Ingress rendered at all"
+
+
+def long_running_containers(scenario_renders, overlay_renders):
+    for where, obj in every_object(scenario_renders, overlay_renders):
+        if obj["kind"] == "Deployment":
+            for c in obj["spec"]["template"]["spec"]["containers"]:
+                yield where, obj, c
+
+
+def test_every_service_container_has_the_three_probes_on_the_named_port(scenario_renders, overlay_renders):
+    seen = 0
+    for where, _, c in long_running_containers(scenario_renders, overlay_renders):
+        seen += 1
+        assert c["startupProbe"]["httpGet"] == {"path": "/health", "port": "http"}, where
+        assert c["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}, where
+        assert c["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}, where
+    assert seen >= 20
+
+
+def test_every_container_is_locked_down(scenario_renders, overlay_renders):
+    for where, obj in every_object(scenario_renders, overlay_renders):
+        spec = None
+        if obj["kind"] in ("Deployment", "Job"):
+            spec = obj["spec"]["template"]["spec"]
+        elif obj["kind"] == "Pod":
+            spec = obj["spec"]
+        if spec is None:
+            continue
+        assert spec["securityContext"]["runAsNonRoot"] is True, where
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, where
+        assert spec["automountServiceAccountToken"] is False, where
+        for c in spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["capabilities"]["drop"] == ["ALL"], where
+            assert c["resources"]["requests"] and c["resources"]["limits"]["memory"], where
+
+
+def test_grace_period_exceeds_the_configured_drain_everywhere(scenario_renders, overlay_renders):
+    for chart, name, objs in scenario_renders:
+        data = one(objs, "ConfigMap")["data"]
+        drain = int(data["APP_SERVER__DRAIN_DELAY_SECS"]) + int(data["APP_SERVER__SHUTDOWN_TIMEOUT_SECS"])
+        assert one(objs, "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > drain, (chart, name)
+
+
+def test_selectors_use_only_name_and_instance_and_objects_carry_recommended_labels(scenario_renders):
+    recommended = {"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
+                   "app.kubernetes.io/component", "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by", "helm.sh/chart"}
+    for chart, name, objs in scenario_renders:
+        for o in objs:
+            if o["kind"] == "Pod":
+                continue  # the helm test pod carries its own, non-selected name
+            assert recommended <= set(o["metadata"]["labels"]), (chart, name, o["kind"])
+        dep = one(objs, "Deployment")
+        assert set(dep["spec"]["selector"]["matchLabels"]) == {"app.kubernetes.io/name", "app.kubernetes.io/instance"}
+        svc = one(objs, "Service")
+        assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+
+
+def test_hook_pods_are_never_selected_by_the_service_or_the_pdb(scenario_renders):
+    for chart, name, objs in scenario_renders:
+        selector = one(objs, "Service")["spec"]["selector"]
+        for o in objs:
+            labels = None
+            if o["kind"] == "Job":
+                labels = o["spec"]["template"]["metadata"]["labels"]
+            elif o["kind"] == "Pod":
+                labels = o["metadata"]["labels"]
+            if labels is not None:
+                assert not all(labels.get(k) == v for k, v in selector.items()), (chart, name, o["kind"])
+
+
+def test_checksum_annotation_follows_the_config(tmp_path):
+    a = one(render("api-service"), "Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+    b = one(render("api-service", {"config": {"rustLog": "debug"}}), "Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+    c = one(render("api-service"), "Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+    assert a == c != b
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_configmap_carries_the_contract_environment(chart):
+    data = one(render(chart), "ConfigMap")["data"]
+    assert data["PORT"] == str(PORTS[chart])
+    assert data["APP_DATABASE__MIGRATE_ON_START"] == "false"
+    assert data["APP_LOG__FORMAT"] == "json"
+    assert data["APP_DATABASE__SSL_MODE"] == "require"
+    for key in ("RDS_HOST", "RDS_PORT", "RDS_DBNAME", "S3_RAW_BUCKET", "AWS_REGION", "APP_STORAGE__SSE",
+                "APP_DATABASE__MAX_CONNECTIONS", "APP_DATABASE__ACQUIRE_TIMEOUT_MS", "APP_DATABASE__STATEMENT_TIMEOUT_MS",
+                "RUST_LOG", "APP_SERVER__DRAIN_DELAY_SECS", "APP_SERVER__SHUTDOWN_TIMEOUT_SECS"):
+        assert key in data, key
+    assert not [k for k in data if "PASSWORD" in k or k == "DATABASE_URL"], "secrets must not be in the ConfigMap"
+    assert not [k for k in data if k.startswith("AWS_") and k != "AWS_REGION"], "no AWS keys anywhere"
+
+
+def test_ingest_settings_only_when_set():
+    assert not [k for k in one(render("data-ingestion"), "ConfigMap")["data"] if k.startswith("APP_INGEST__")]
+    data = one(render("data-ingestion", {"ingest": {"groupWindowMs": 250, "maxPendingBytes": 1024}}), "ConfigMap")["data"]
+    assert data["APP_INGEST__GROUP_WINDOW_MS"] == "250"
+    assert data["APP_INGEST__MAX_PENDING_BYTES"] == "1024"
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_secrets_come_from_the_secret_and_database_url_is_optional(chart):
+    env = {e["name"]: e for e in one(render(chart), "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["RDS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "medrobotics-db", "key": "password"}
+    assert "DATABASE_URL" not in env
+    objs = render(chart, {"database": {"host": "", "secretKeys": {"password": "", "username": "", "databaseUrl": "url"}}})
+    env = {e["name"]: e for e in one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["key"] == "url"
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_irsa_role_annotation_and_no_token(chart):
+    arn = "arn:aws:iam::111122223333:role/medrobotics-cluster-x"
+    sa = one(render(chart, {"serviceAccount": {"roleArn": arn}}), "ServiceAccount")
+    assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == arn
+    assert sa["automountServiceAccountToken"] is False
+
+
+def test_migration_job_runs_before_install_and_upgrade_in_api_service_only():
+    objs = render("api-service")
+    job = one(objs, "Job")
+    ann = job["metadata"]["annotations"]
+    assert ann["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate"]
+    # It runs before the ConfigMap exists: the environment is inline.
+    env = {e["name"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert {"RDS_HOST", "RDS_PASSWORD", "APP_DATABASE__SSL_MODE"} <= env
+    netpol = one(objs, "NetworkPolicy", "api-service-migrate")
+    assert int(netpol["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(ann["helm.sh/hook-weight"])
+    assert not by_kind(render("data-ingestion"), "Job")
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_external_secret_is_created_before_the_migration_and_named_in_the_env(chart):
+    values = {"database": {"existingSecret": ""}, "externalSecret": {"enabled": True}}
+    objs = render(chart, values)
+    es = one(objs, "ExternalSecret")
+    assert es["metadata"]["annotations"]["helm.sh/hook-weight"] == "-10"
+    assert es["spec"]["target"]["creationPolicy"] == "Orphan"
+    env = {e["name"]: e for e in one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["RDS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == es["spec"]["target"]["name"] == f"{chart}-db"
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_helm_test_pod_checks_probes_and_prefixed_health_through_the_service(chart):
+    objs = render(chart)
+    pod = one(objs, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    urls = [a for a in pod["spec"]["containers"][0]["args"] if a.startswith("http://")]
+    base = f"http://{chart}:{PORTS[chart]}"
+    assert urls == [f"{base}/health", f"{base}/ready", f"{base}{PREFIX[chart]}/health", f"{base}/metrics"]
+    assert one(objs, "NetworkPolicy", f"{chart}-test")["metadata"]["annotations"]["helm.sh/hook"] == "test"
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_network_policy_allows_alb_prometheus_dns_postgres_https_only(chart):
+    np = one(render(chart), "NetworkPolicy", chart)["spec"]
+    assert np["policyTypes"] == ["Ingress", "Egress"]
+    egress_ports = sorted({(p["port"], p["protocol"]) for rule in np["egress"] for p in rule["ports"]})
+    assert egress_ports == [(53, "TCP"), (53, "UDP"), (443, "TCP"), (5432, "TCP")]
+    ingress_ports = {p["port"] for rule in np["ingress"] for p in rule["ports"]}
+    assert ingress_ports == {"http"}
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_service_monitor_scrapes_the_service_port_every_30s_for_release_prometheus(chart):
+    sm = one(render(chart), "ServiceMonitor")
+    assert sm["metadata"]["labels"]["release"] == "prometheus"
+    (ep,) = sm["spec"]["endpoints"]
+    assert (ep["port"], ep["path"], ep["interval"]) == ("http", "/metrics", "30s")
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_notes_render(chart):
+    notes = deploycheck.render_chart(chart, REQUIRED, include_notes=True)[f"{chart}/templates/NOTES.txt"]
+    assert f"helm test {chart}" in notes
+    assert "/metrics is not routed" in notes
+
+
+# --- chart files -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_every_value_is_documented(chart):
+    """Every value (a key with a scalar or list) has a comment right above it, or one of its
+    enclosing keys has (documenting the whole block, e.g. resources)."""
+    lines = (ROOT / "helm" / chart / "values.yaml").read_text().splitlines()
+    stack: list[tuple[int, bool]] = []  # (indent, documented) of enclosing keys
+    undocumented = []
+    for i, line in enumerate(lines):
+        m = re.match(r"^( *)([A-Za-z0-9_.\"/-]+):(.*)$", line)
+        if not m:
+            continue
+        indent, rest = len(m.group(1)), m.group(3).strip()
+        stack = [(d, doc) for d, doc in stack if d < indent]
+        documented = i > 0 and lines[i - 1].strip().startswith("#")
+        following = next((ln for ln in lines[i + 1:] if ln.strip() and not ln.strip().startswith("#")), "")
+        is_list = following.strip().startswith("- ") and len(following) - len(following.lstrip()) >= indent
+        is_leaf = bool(rest) or is_list
+        if is_leaf and not documented and not any(doc for _, doc in stack):
+            undocumented.append(f"{i + 1}: {line.strip()}")
+        stack.append((indent, documented))
+    assert not undocumented, "undocumented values:\n" + "\n".join(undocumented)
+
+
+def test_both_schemas_agree_except_for_the_ingest_block():
+    a = json.loads((ROOT / "helm/api-service/values.schema.json").read_text())
+    b = json.loads((ROOT / "helm/data-ingestion/values.schema.json").read_text())
+    ingest = b["properties"].pop("ingest")
+    b["required"].remove("ingest")
+    a.pop("title"), b.pop("title")
+    assert a == b
+    assert set(ingest["properties"]) == {"groupWindowMs", "groupMaxRecords", "groupMaxBytes", "maxPendingBytes", "idempotencyTtlSecs"}
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_chart_metadata(chart):
+    meta = load_yaml(f"helm/{chart}/Chart.yaml")
+    lib = load_yaml("helm/medrobotics-lib/Chart.yaml")
+    assert meta["apiVersion"] == "v2" and meta["type"] == "application"
+    (dep,) = meta["dependencies"]
+    assert dep == {"name": "medrobotics-lib", "version": lib["version"], "repository": "file://../medrobotics-lib"}
+    assert lib["type"] == "library"
+    assert sorted(p.name for p in (ROOT / "helm" / chart / "ci").glob("*-values.yaml")) == sorted(
+        ["default-values.yaml", "external-secret-values.yaml", "full-values.yaml", "hpa-off-values.yaml", "minimal-values.yaml"])
+
+
+def test_rendering_includes_the_library(scenario_renders):
+    # A declared-but-missing library would render nothing for these templates.
+    for chart, name, objs in scenario_renders:
+        assert by_kind(objs, "Deployment") and by_kind(objs, "ConfigMap"), (chart, name)
+
+
+def test_hooks_are_only_the_expected_kinds(scenario_renders):
+    for chart, name, objs in scenario_renders:
+        kinds = sorted({o["kind"] for o in objs if is_hook(o)})
+        assert set(kinds) <= {"ExternalSecret", "Job", "NetworkPolicy", "Pod"}, (chart, name, kinds)
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_certificate_verification_needs_the_rds_ca_bundle(chart):
+    message = render_error(chart, deploycheck.deep_merge(REQUIRED, {"database": {"sslMode": "verify-full"}}))
+    assert "database.sslRootCert" in message
+    data = one(render(chart, {"database": {"sslMode": "verify-full", "sslRootCert": "/etc/rds-ca/global-bundle.pem"}}), "ConfigMap")["data"]
+    assert data["APP_DATABASE__SSL_ROOT_CERT"] == "/etc/rds-ca/global-bundle.pem"

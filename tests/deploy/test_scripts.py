@@ -1,0 +1,210 @@
+"""deploy.sh and cleanup.sh, exercised with --dry-run: the ordered list of actions they take
+(install: storage and metrics before monitoring, the load balancer controller before any
+Ingress; removal in reverse), what they pass to the charts, and their refusals."""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+import deploycheck
+
+ENV = {
+    "RAW_BUCKET": "medrobotics-raw-111122223333",
+    "RDS_HOST": "db.example.internal",
+    "PUBLIC_ACCESS_CIDRS": "203.0.113.0/24",
+    "AWS_REGION": "eu-west-1",
+}
+
+# Action id -> pattern of a printed command.
+ACTIONS = {
+    "images-stack": r"^aws cloudformation deploy .*--stack-name medrobotics-images",
+    "cluster-stack": r"^aws cloudformation deploy .*--stack-name medrobotics-cluster ",
+    "kubeconfig": r"^aws eks update-kubeconfig ",
+    "namespace": r"^kubectl apply -k \S+/k8s/namespace$",
+    "ebs-csi-active": r"^aws eks wait addon-active .*--addon-name aws-ebs-csi-driver$",
+    "storageclass": r"^kubectl apply -f \S+/storageclass-gp3.yaml$",
+    "metrics-server": r"^helm upgrade --install metrics-server ",
+    "cluster-autoscaler": r"^helm upgrade --install cluster-autoscaler ",
+    "lb-controller": r"^helm upgrade --install aws-load-balancer-controller ",
+    "external-secrets": r"^helm upgrade --install external-secrets ",
+    "secretstore": r"^kubectl apply -f \S+/secretstore.yaml$",
+    "grafana-secret": r"^kubectl create secret generic grafana-admin ",
+    "monitoring": r"^helm upgrade --install prometheus ",
+    "monitoring-objects": r"^kubectl apply -k \S+/k8s/monitoring$",
+    "db-secret": r"^kubectl create secret generic medrobotics-db ",
+    "api-service": r"^helm upgrade --install api-service ",
+    "data-ingestion": r"^helm upgrade --install data-ingestion ",
+    "helm-test": r"^helm test ",
+    "verify": r"^kubectl get hpa ",
+    # cleanup
+    "uninstall-data-ingestion": r"^helm uninstall data-ingestion ",
+    "uninstall-api-service": r"^helm uninstall api-service ",
+    "wait-ingress-gone": r"^kubectl wait ingress .*--for=delete",
+    "delete-monitoring-objects": r"^kubectl delete -k \S+/k8s/monitoring",
+    "uninstall-monitoring": r"^helm uninstall prometheus ",
+    "delete-monitoring-volumes": r"^kubectl delete pvc --namespace monitoring",
+    "uninstall-external-secrets": r"^helm uninstall external-secrets ",
+    "delete-namespace": r"^kubectl delete -k \S+/k8s/namespace",
+    "uninstall-lb-controller": r"^helm uninstall aws-load-balancer-controller ",
+    "uninstall-cluster-autoscaler": r"^helm uninstall cluster-autoscaler ",
+    "uninstall-metrics-server": r"^helm uninstall metrics-server ",
+    "delete-storageclass": r"^kubectl delete -f \S+/storageclass-gp3.yaml",
+    "delete-cluster-stack": r"^aws cloudformation delete-stack .*--stack-name medrobotics-cluster$",
+}
+
+
+def dry_run(script: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    if env is None:
+        return _dry_run_cached(script, args)
+    return _dry_run(script, args, env)
+
+
+@functools.cache
+def _dry_run_cached(script: str, args: tuple[str, ...]) -> subprocess.CompletedProcess:
+    return _dry_run(script, args, None)
+
+
+def _dry_run(script: str, args: tuple[str, ...], env: dict | None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(ROOT / "deploy" / script), "--dry-run", *args], capture_output=True, text=True,
+                          env={**os.environ, **ENV, **(env or {})}, check=False, timeout=60)
+
+
+def commands(output: str) -> list[str]:
+    return [line.removeprefix("[dry-run] ") for line in output.splitlines() if line.startswith("[dry-run] ")]
+
+
+def actions(output: str) -> list[str]:
+    out = []
+    for cmd in commands(output):
+        for name, pattern in ACTIONS.items():
+            if re.search(pattern, cmd) and (not out or out[-1] != name):
+                out.append(name)
+    return out
+
+
+def test_deploy_dry_run_takes_every_action_in_order():
+    proc = dry_run("deploy.sh")
+    assert proc.returncode == 0, proc.stderr
+    assert actions(proc.stdout) == [
+        "images-stack", "cluster-stack", "ebs-csi-active", "kubeconfig",
+        "namespace", "ebs-csi-active", "storageclass", "metrics-server", "cluster-autoscaler", "lb-controller",
+        "grafana-secret", "monitoring", "monitoring-objects",
+        "db-secret", "api-service", "data-ingestion", "helm-test",
+        "verify",
+    ]
+
+
+def test_deploy_with_external_secrets_installs_the_operator_before_the_workloads():
+    proc = dry_run("deploy.sh", "--external-secrets")
+    assert proc.returncode == 0, proc.stderr
+    order = actions(proc.stdout)
+    assert order.index("lb-controller") < order.index("external-secrets") < order.index("secretstore") < order.index("api-service")
+    assert "db-secret" not in order
+
+
+def test_install_order_storage_and_metrics_before_monitoring_controller_before_ingress():
+    order = actions(dry_run("deploy.sh").stdout)
+    assert order.index("storageclass") < order.index("monitoring")
+    assert order.index("metrics-server") < order.index("monitoring")
+    # The charts create the Ingresses; the controller (and its webhook) must exist first.
+    assert order.index("lb-controller") < order.index("api-service")
+    # ServiceMonitors ship with the charts: the operator's CRDs must exist first.
+    assert order.index("monitoring") < order.index("api-service")
+
+
+def test_cleanup_dry_run_removes_in_reverse_order():
+    proc = dry_run("cleanup.sh")
+    assert proc.returncode == 0, proc.stderr
+    assert actions(proc.stdout) == [
+        "kubeconfig",
+        "uninstall-data-ingestion", "uninstall-api-service", "wait-ingress-gone",
+        "delete-monitoring-objects", "uninstall-monitoring", "delete-monitoring-volumes",
+        "uninstall-external-secrets", "delete-namespace",
+        "uninstall-lb-controller", "uninstall-cluster-autoscaler", "uninstall-metrics-server", "delete-storageclass",
+        "delete-cluster-stack",
+    ]
+
+
+def test_cleanup_order_is_the_install_order_reversed():
+    order = actions(dry_run("cleanup.sh").stdout)
+    # The ALB goes (with its Ingress) while the controller still runs to delete it.
+    assert order.index("wait-ingress-gone") < order.index("uninstall-lb-controller")
+    # Volumes are deleted while the EBS CSI driver (removed with the cluster) still runs.
+    assert order.index("delete-monitoring-volumes") < order.index("delete-storageclass") < order.index("delete-cluster-stack")
+    assert order.index("uninstall-monitoring") < order.index("uninstall-metrics-server")
+
+
+def test_deploy_passes_the_charts_exactly_the_injected_values():
+    cmds = [c for c in commands(dry_run("deploy.sh", "workloads").stdout) if c.startswith("helm upgrade --install api-service")]
+    (cmd,) = cmds
+    keys = re.findall(r"--set ([A-Za-z.]+)=", cmd)
+    assert keys == deploycheck.DEPLOY_INJECTED_KEYS
+    assert "--values " + str(ROOT / "helm/api-service/values-prod.yaml") in cmd
+    assert "--atomic" in cmd and "--wait" in cmd
+
+
+def test_every_external_chart_is_pinned_from_versions_env():
+    versions = dict(re.findall(r"^([A-Z_]+)=(.*)$", (ROOT / "deploy/versions.env").read_text(), re.M))
+    proc = dry_run("deploy.sh", "--external-secrets")
+    installs = [c for c in commands(proc.stdout) if c.startswith("helm upgrade --install")]
+    external = [c for c in installs if not c.split()[4].startswith(str(ROOT))]
+    assert len(external) == 5
+    for cmd in external:
+        version = re.search(r"--version (\S+)", cmd)
+        assert version and version.group(1) in versions.values(), cmd
+    assert "--set image.tag=" + versions["CLUSTER_AUTOSCALER_IMAGE_TAG"] in proc.stdout
+
+
+def test_commands_are_idempotent_forms():
+    out = dry_run("deploy.sh", "--external-secrets").stdout
+    for cmd in commands(out):
+        assert not cmd.startswith("helm install "), cmd
+        if cmd.startswith("aws cloudformation deploy"):
+            assert "--no-fail-on-empty-changeset" in cmd
+        if cmd.startswith("kubectl create ") and "secret" not in cmd and "namespace" not in cmd:
+            pytest.fail(f"non-idempotent create: {cmd}")
+
+
+def test_public_endpoint_open_to_the_world_is_refused():
+    proc = dry_run("deploy.sh", "cluster", env={"PUBLIC_ACCESS_CIDRS": "10.1.0.0/16,0.0.0.0/0"})
+    assert proc.returncode != 0
+    assert "must not contain 0.0.0.0/0" in proc.stderr
+
+
+def fake_bin(tmp_path: Path, tools: dict[str, str]) -> str:
+    """A PATH with the basic utilities and fake aws/kubectl/helm printing the given versions."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "sed", "sort", "head", "dirname", "cat", "printf", "tr", "grep", "mktemp", "chmod", "rm"):
+        found = shutil.which(tool)
+        if found:
+            (bin_dir / tool).symlink_to(found)
+    for tool, output in tools.items():
+        script = bin_dir / tool
+        script.write_text(f"#!/bin/bash\necho '{output}'\n")
+        script.chmod(0o755)
+    return str(bin_dir)
+
+
+def test_preflight_names_missing_and_outdated_tools(tmp_path):
+    path = fake_bin(tmp_path, {"aws": "aws-cli/1.18.69 Python/3.8", "helm": "v3.16.2"})
+    proc = subprocess.run(["bash", str(ROOT / "deploy/deploy.sh"), "preflight"], capture_output=True, text=True,
+                          env={**ENV, "PATH": path, "HOME": str(tmp_path)}, check=False, timeout=60)
+    assert proc.returncode != 0
+    assert "aws 1.18.69 is too old (need 2.15.0 or newer)" in proc.stderr
+    assert "kubectl is not installed (need 1.28.0 or newer)" in proc.stderr
+    assert "helm 3.16.2" in proc.stdout
+
+
+def test_usage_and_unknown_arguments():
+    assert "Usage: deploy/deploy.sh" in subprocess.run([str(ROOT / "deploy/deploy.sh"), "--help"], capture_output=True, text=True, check=True).stdout
+    proc = subprocess.run([str(ROOT / "deploy/deploy.sh"), "--bogus"], capture_output=True, text=True, check=False)
+    assert proc.returncode != 0 and "unknown argument: --bogus" in proc.stderr
