@@ -2,6 +2,7 @@
 
 use chrono::{NaiveDate, Utc};
 use clap::{Parser, Subcommand};
+use common::auth::{Scope, create_key_text};
 use common::{Db, Service, Settings};
 
 use crate::seed::{SeedPlan, seed};
@@ -30,8 +31,25 @@ pub enum Command {
         #[arg(long)]
         anchor_date: Option<NaiveDate>,
     },
+    /// Create an API key: prints the key once and the hashed entry to store.
+    CreateKey {
+        /// Who will hold the key (appears in logs and metrics).
+        #[arg(long)]
+        name: String,
+        /// Scopes: read (api-service), ingest (data-ingestion); repeat for several.
+        #[arg(long = "scope", value_parser = parse_scope, required = true)]
+        scopes: Vec<Scope>,
+    },
     /// Print the effective settings (secrets redacted) and exit.
     PrintConfig,
+}
+
+fn parse_scope(s: &str) -> Result<Scope, String> {
+    match s {
+        "read" => Ok(Scope::Read),
+        "ingest" => Ok(Scope::Ingest),
+        other => Err(format!("unknown scope {other:?}: expected read or ingest")),
+    }
 }
 
 /// Runs `command`.
@@ -56,6 +74,12 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 None => tracing::info!("database already holds robots; demo data not written"),
             }
             db.close().await;
+        }
+        Command::CreateKey { name, scopes } => {
+            print!(
+                "{}",
+                create_key_text(&name, &scopes).map_err(anyhow::Error::msg)?
+            );
         }
         Command::PrintConfig => println!("{settings:#?}"),
     }

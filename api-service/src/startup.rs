@@ -3,11 +3,14 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
-use axum::Router;
 use axum::http::header::CONTENT_TYPE;
 use axum::routing::get;
+use axum::{Router, middleware};
+use common::auth::{Auth, RequireScope, Scope, require_scope};
+use common::config::DatabaseTarget;
 use common::health::{Readiness, ReadinessCheck};
 use common::http::{finish_router, probe_router};
 use common::metrics::MetricsBuilder;
@@ -32,14 +35,29 @@ pub struct Application {
     db: Db,
 }
 
-/// The whole HTTP surface for `db`: API routes, OpenAPI document, probes, metrics,
-/// and the shared layer stack.
-pub fn build_router(settings: &Settings, db: Db, readiness: Arc<Readiness>) -> Router {
+/// The whole HTTP surface for `db`: API routes (behind API keys with the `read`
+/// scope), OpenAPI document, probes, metrics, and the shared layer stack.
+pub fn build_router(
+    settings: &Settings,
+    db: Db,
+    readiness: Arc<Readiness>,
+) -> anyhow::Result<Router> {
     let mut metrics = MetricsBuilder::new();
     db.register_metrics(&mut metrics.registry);
+    let embedded = db.backend() == DatabaseTarget::Sqlite;
+    let auth = Auth::from_settings(&settings.auth, embedded, &mut metrics.registry)
+        .map_err(anyhow::Error::msg)?;
+    auth.spawn_reloader(Duration::from_secs(settings.auth.reload_secs));
     let metrics = metrics.finish();
 
     let (api, openapi) = routes::router().split_for_parts();
+    let api = api.route_layer(middleware::from_fn_with_state(
+        RequireScope {
+            auth,
+            scope: Scope::Read,
+        },
+        require_scope,
+    ));
     let openapi = Arc::new(openapi.to_pretty_json().unwrap_or_else(|_| "{}".into()));
     let app = api
         .route(
@@ -61,7 +79,7 @@ pub fn build_router(settings: &Settings, db: Db, readiness: Arc<Readiness>) -> R
             readiness,
             metrics.clone(),
         ));
-    finish_router(app, &settings.server, &metrics)
+    Ok(finish_router(app, &settings.server, &metrics))
 }
 
 impl Application {
@@ -76,7 +94,7 @@ impl Application {
         }
         let checks: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::new(db.clone())];
         let readiness = Arc::new(Readiness::new(checks));
-        let router = build_router(&settings, db.clone(), Arc::clone(&readiness));
+        let router = build_router(&settings, db.clone(), Arc::clone(&readiness))?;
         let listener = common::bind(&settings.server).await.with_context(|| {
             format!("binding {}:{}", settings.server.host, settings.server.port)
         })?;

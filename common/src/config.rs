@@ -68,6 +68,54 @@ pub struct Settings {
     /// Telemetry grouping, back-pressure and idempotency (data-ingestion).
     #[serde(default)]
     pub ingest: IngestSettings,
+    /// API keys.
+    #[serde(default)]
+    pub auth: AuthSettings,
+}
+
+/// API-key authentication (see `common::auth`).
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// On or off. Unset: on, except on the embedded local defaults (SQLite), where the
+    /// service says at startup that it runs without authentication.
+    pub enabled: Option<bool>,
+    /// Keys as a JSON array of `{name, scopes, sha256}` (secret).
+    pub keys: Option<SecretString>,
+    /// A file holding that JSON array (a mounted Secret); re-read while running.
+    pub keys_file: Option<PathBuf>,
+    /// How often the keys file is re-read.
+    pub reload_secs: u64,
+    /// Requests per second per key (per replica); 0 turns rate limiting off.
+    pub rate_limit_per_sec: f64,
+    /// Requests a key may send at once above its rate.
+    pub rate_limit_burst: f64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            keys: None,
+            keys_file: None,
+            reload_secs: 10,
+            rate_limit_per_sec: 100.0,
+            rate_limit_burst: 200.0,
+        }
+    }
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("enabled", &self.enabled)
+            .field("keys", &self.keys.as_ref().map(|_| "[REDACTED]"))
+            .field("keys_file", &self.keys_file)
+            .field("reload_secs", &self.reload_secs)
+            .field("rate_limit_per_sec", &self.rate_limit_per_sec)
+            .field("rate_limit_burst", &self.rate_limit_burst)
+            .finish()
+    }
 }
 
 /// HTTP listener, timeouts and shutdown.

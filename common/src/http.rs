@@ -17,6 +17,7 @@ use axum::routing::get;
 use tower::ServiceBuilder;
 use tower::timeout::error::Elapsed;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tracing::Instrument;
 
 use crate::config::{ServerSettings, Service};
@@ -108,6 +109,7 @@ async fn observe(State(obs): State<Observer>, mut req: Request, next: Next) -> R
         request_id = %request_id,
         http.method = method,
         http.route = tracing::field::Empty,
+        auth.key = tracing::field::Empty,
     );
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let mut res = next.run(req).instrument(span.clone()).await;
@@ -218,6 +220,15 @@ pub fn finish_router(routes: Router, server: &ServerSettings, metrics: &Metrics)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(server.body_limit_bytes))
+        // Bodies carry patient-linked data: never cached, never sniffed.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
         .layer(
             ServiceBuilder::new()
                 .layer(middleware::from_fn_with_state(observer, observe))

@@ -1,6 +1,7 @@
 //! Shared runtime pieces of the medrobotics services: settings, the database pool and
 //! migrations, probes, metrics, logging, the HTTP layer stack and graceful shutdown.
 
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod health;

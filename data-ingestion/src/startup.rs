@@ -6,10 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::Router;
 use axum::extract::FromRef;
 use axum::http::header::CONTENT_TYPE;
 use axum::routing::get;
+use axum::{Router, middleware};
+use common::auth::{Auth, RequireScope, Scope, require_scope};
+use common::config::DatabaseTarget;
 use common::health::{Readiness, ReadinessCheck};
 use common::http::{finish_router, probe_router};
 use common::metrics::MetricsBuilder;
@@ -78,6 +80,10 @@ impl Application {
         let mut metrics = MetricsBuilder::new();
         db.register_metrics(&mut metrics.registry);
         let ingest_metrics = IngestMetrics::register(&mut metrics.registry);
+        let embedded = db.backend() == DatabaseTarget::Sqlite;
+        let auth = Auth::from_settings(&settings.auth, embedded, &mut metrics.registry)
+            .map_err(anyhow::Error::msg)?;
+        auth.spawn_reloader(Duration::from_secs(settings.auth.reload_secs));
         let metrics = metrics.finish();
 
         let ingest = &settings.ingest;
@@ -119,6 +125,13 @@ impl Application {
         let readiness = Arc::new(Readiness::new(checks));
 
         let (api, openapi) = routes::router().split_for_parts();
+        let api = api.route_layer(middleware::from_fn_with_state(
+            RequireScope {
+                auth,
+                scope: Scope::Ingest,
+            },
+            require_scope,
+        ));
         let openapi = Arc::new(openapi.to_pretty_json().unwrap_or_else(|_| "{}".into()));
         let app = api
             .route(

@@ -32,6 +32,7 @@ pub fn test_settings(db_url: &str, extra: &[(&str, &str)]) -> Settings {
         ("APP_DATABASE__READY_TIMEOUT_MS", "500"),
         ("APP_DATABASE__MIGRATE_ON_START", "true"),
         ("APP_LOG__LEVEL", "warn"),
+        ("APP_AUTH__ENABLED", "false"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -7,6 +7,7 @@ extern crate common;
 mod helpers;
 
 mod analytics;
+mod auth;
 mod errors;
 mod health;
 mod metrics;
@@ -14,5 +15,6 @@ mod migrations;
 mod openapi;
 mod outcomes;
 mod procedures;
+mod process;
 mod resilience;
 mod robots;

@@ -184,6 +184,7 @@ pub async fn spawn_with(backend: Backend, options: Options<'_>) -> TestApp {
         ("APP_STORAGE__OPERATION_TIMEOUT_MS", "2000"),
         ("APP_INGEST__GROUP_WINDOW_MS", "50"),
         ("APP_LOG__LEVEL", "warn"),
+        ("APP_AUTH__ENABLED", "false"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -99,3 +99,55 @@ async fn the_openapi_document_matches_the_live_routes() {
     let bad = app.post_json("/ingest/telemetry", &json!({})).await;
     validate("/ingest/telemetry", "post", "400", &bad.json());
 }
+
+#[tokio::test]
+async fn ingestion_routes_need_an_ingest_key() {
+    use common::auth::hash_key;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("keys.json");
+    std::fs::write(
+        &keys,
+        format!(
+            r#"[{{"name":"robots-fac-001","scopes":["ingest"],"sha256":"{}"}},{{"name":"dashboard","scopes":["read"],"sha256":"{}"}}]"#,
+            hash_key("mrk_robot_key"),
+            hash_key("mrk_read_key")
+        ),
+    )
+    .expect("keys");
+    let file = keys.to_str().expect("utf-8");
+    let app = crate::helpers::spawn_with(
+        Backend::Postgres,
+        crate::helpers::Options {
+            env: &[("APP_AUTH__ENABLED", "true"), ("APP_AUTH__KEYS_FILE", file)],
+            ..Default::default()
+        },
+    )
+    .await;
+    let body = json!([record(1)]);
+    assert_eq!(app.post_telemetry(&body).await.status, 401);
+    let read_only = app
+        .send(
+            app.post("/ingest/telemetry")
+                .bearer_auth("mrk_read_key")
+                .json(&body),
+        )
+        .await;
+    assert_eq!(read_only.status, 403);
+    let robot = app
+        .send(
+            app.post("/ingest/telemetry")
+                .bearer_auth("mrk_robot_key")
+                .json(&body),
+        )
+        .await;
+    assert_eq!(robot.status, 201, "{}", robot.text);
+    assert_eq!(robot.header("cache-control"), Some("no-store"));
+    for path in ["/health", "/ingest/health", "/ready", "/metrics"] {
+        assert_eq!(app.get(path).await.status, 200, "{path} stays open");
+    }
+    assert_eq!(
+        app.stored_records("telemetry/").await.0.len(),
+        1,
+        "rejected requests wrote nothing"
+    );
+}
