@@ -3,19 +3,15 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use axum::http::header::CONTENT_TYPE;
-use axum::routing::get;
-use axum::{Router, middleware};
-use common::auth::{Auth, RequireScope, Scope, require_scope};
+use axum::Router;
+use common::app::{Server, Surface, assemble};
+use common::auth::{Auth, Scope};
 use common::config::DatabaseTarget;
 use common::health::{Readiness, ReadinessCheck};
-use common::http::{finish_router, probe_router};
 use common::metrics::MetricsBuilder;
 use common::{Db, Service, Settings};
-use tokio::net::TcpListener;
 
 use crate::routes;
 
@@ -26,12 +22,15 @@ pub struct AppState {
     pub db: Db,
 }
 
+const SURFACE: Surface = Surface {
+    service: Service::Api,
+    health_alias: "/api/health",
+    openapi_path: "/api/openapi.json",
+};
+
 /// A bound, ready-to-run api-service.
 pub struct Application {
-    listener: TcpListener,
-    router: Router,
-    readiness: Arc<Readiness>,
-    settings: Settings,
+    server: Server,
     db: Db,
 }
 
@@ -45,41 +44,18 @@ pub fn build_router(
     let mut metrics = MetricsBuilder::new();
     db.register_metrics(&mut metrics.registry);
     let embedded = db.backend() == DatabaseTarget::Sqlite;
-    let auth = Auth::from_settings(&settings.auth, embedded, &mut metrics.registry)
-        .map_err(anyhow::Error::msg)?;
-    auth.spawn_reloader(Duration::from_secs(settings.auth.reload_secs));
+    let auth = Auth::start(&settings.auth, embedded, &mut metrics.registry, Scope::Read)?;
     let metrics = metrics.finish();
-
     let (api, openapi) = routes::router().split_for_parts();
-    let api = api.route_layer(middleware::from_fn_with_state(
-        RequireScope {
-            auth,
-            scope: Scope::Read,
-        },
-        require_scope,
-    ));
-    let openapi = Arc::new(openapi.to_pretty_json().unwrap_or_else(|_| "{}".into()));
-    let app = api
-        .route(
-            "/api/openapi.json",
-            get(move || {
-                let doc = Arc::clone(&openapi);
-                async move {
-                    (
-                        [(CONTENT_TYPE, "application/json")],
-                        doc.as_str().to_owned(),
-                    )
-                }
-            }),
-        )
-        .with_state(AppState { db })
-        .merge(probe_router(
-            Service::Api,
-            &["/api/health"],
-            readiness,
-            metrics.clone(),
-        ));
-    Ok(finish_router(app, &settings.server, &metrics))
+    let api = auth.protect(api).with_state(AppState { db });
+    Ok(assemble(
+        api,
+        &openapi,
+        SURFACE,
+        readiness,
+        &metrics,
+        &settings.server,
+    ))
 }
 
 impl Application {
@@ -95,21 +71,13 @@ impl Application {
         let checks: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::new(db.clone())];
         let readiness = Arc::new(Readiness::new(checks));
         let router = build_router(&settings, db.clone(), Arc::clone(&readiness))?;
-        let listener = common::bind(&settings.server).await.with_context(|| {
-            format!("binding {}:{}", settings.server.host, settings.server.port)
-        })?;
-        Ok(Self {
-            listener,
-            router,
-            readiness,
-            settings,
-            db,
-        })
+        let server = Server::bind(&settings.server, router, readiness).await?;
+        Ok(Self { server, db })
     }
 
     /// The bound port.
     pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+        self.server.port()
     }
 
     /// Serves until `shutdown` resolves, drains, and closes the pool.
@@ -117,19 +85,8 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        tracing::info!(
-            port = self.port(),
-            backend = ?self.db.backend(),
-            "api-service listening"
-        );
-        let result = common::shutdown::serve(
-            self.listener,
-            self.router,
-            self.readiness,
-            &self.settings.server,
-            shutdown,
-        )
-        .await;
+        tracing::info!(port = self.port(), backend = ?self.db.backend(), "api-service listening");
+        let result = self.server.serve(shutdown).await;
         self.db.close().await;
         tracing::info!("api-service stopped");
         result

@@ -96,46 +96,18 @@ impl JsonOut {
 
     /// Every row as an object, in an array.
     pub fn rows(&mut self, rows: &Rows) -> Result<&mut Self, RenderError> {
-        self.buf.push(b'[');
         match rows {
-            Rows::Postgres(rows) => {
-                if let Some(first) = rows.first() {
-                    let layout = PgLayout::of(first, &[]);
-                    for (i, row) in rows.iter().enumerate() {
-                        if i > 0 {
-                            self.buf.push(b',');
-                        }
-                        layout.write(row, &mut self.buf)?;
-                    }
-                }
-            }
-            Rows::Sqlite(rows) => {
-                if let Some(first) = rows.first() {
-                    let layout = SqliteLayout::of(first, &[]);
-                    for (i, row) in rows.iter().enumerate() {
-                        if i > 0 {
-                            self.buf.push(b',');
-                        }
-                        layout.write(row, &mut self.buf)?;
-                    }
-                }
-            }
+            Rows::Postgres(rows) => write_array(rows, &mut self.buf)?,
+            Rows::Sqlite(rows) => write_array(rows, &mut self.buf)?,
         }
-        self.buf.push(b']');
         Ok(self)
     }
 
     /// The first row as an object without the `except` columns, or `null`.
     pub fn first_row(&mut self, rows: &Rows, except: &[&str]) -> Result<&mut Self, RenderError> {
         match rows {
-            Rows::Postgres(rows) => match rows.first() {
-                Some(row) => PgLayout::of(row, except).write(row, &mut self.buf)?,
-                None => self.buf.extend_from_slice(b"null"),
-            },
-            Rows::Sqlite(rows) => match rows.first() {
-                Some(row) => SqliteLayout::of(row, except).write(row, &mut self.buf)?,
-                None => self.buf.extend_from_slice(b"null"),
-            },
+            Rows::Postgres(rows) => write_first(rows, except, &mut self.buf)?,
+            Rows::Sqlite(rows) => write_first(rows, except, &mut self.buf)?,
         }
         Ok(self)
     }
@@ -316,25 +288,61 @@ fn pg_kind(ty: &PgTypeInfo) -> PgKind {
     }
 }
 
-/// Column order (sorted by name, as `jsonify` sorted keys) and kinds, computed once
-/// per result set.
-struct PgLayout {
-    columns: Vec<(usize, String, PgKind)>,
+/// A backend's row, rendered column by column.
+trait RenderRow: Row {
+    /// How a column is rendered, decided once per result set.
+    type Kind: Copy;
+    /// The kind of a column.
+    fn kind(column: &<Self::Database as sqlx::Database>::Column) -> Self::Kind;
+    /// Writes column `index` as JSON.
+    fn cell(&self, index: usize, kind: Self::Kind, buf: &mut Vec<u8>) -> Result<(), DecodeError>;
 }
 
-impl PgLayout {
-    fn of(row: &PgRow, except: &[&str]) -> Self {
-        let mut columns: Vec<(usize, String, PgKind)> = row
+impl RenderRow for PgRow {
+    type Kind = PgKind;
+    fn kind(column: &sqlx::postgres::PgColumn) -> PgKind {
+        pg_kind(column.type_info())
+    }
+    fn cell(&self, index: usize, kind: PgKind, buf: &mut Vec<u8>) -> Result<(), DecodeError> {
+        pg_cell(self.try_get_raw(index)?, kind, buf)
+    }
+}
+
+impl RenderRow for SqliteRow {
+    type Kind = SqliteDecl;
+    fn kind(column: &sqlx::sqlite::SqliteColumn) -> SqliteDecl {
+        match column.type_info().name() {
+            "BOOLEAN" => SqliteDecl::Bool,
+            "DATE" => SqliteDecl::Date,
+            "DATETIME" => SqliteDecl::Datetime,
+            "NULL" => SqliteDecl::Expression,
+            _ => SqliteDecl::Other,
+        }
+    }
+    fn cell(&self, index: usize, kind: SqliteDecl, buf: &mut Vec<u8>) -> Result<(), DecodeError> {
+        sqlite_cell(self.try_get_raw(index)?, kind, buf)
+    }
+}
+
+/// Column order (sorted by name, as `jsonify` sorted keys) and kinds, computed once
+/// per result set.
+struct Layout<K> {
+    columns: Vec<(usize, String, K)>,
+}
+
+impl<K: Copy> Layout<K> {
+    fn of<R: RenderRow<Kind = K>>(row: &R, except: &[&str]) -> Self {
+        let mut columns: Vec<(usize, String, K)> = row
             .columns()
             .iter()
             .filter(|c| !except.contains(&c.name()))
-            .map(|c| (c.ordinal(), c.name().to_owned(), pg_kind(c.type_info())))
+            .map(|c| (c.ordinal(), c.name().to_owned(), R::kind(c)))
             .collect();
         columns.sort_by(|a, b| a.1.cmp(&b.1));
         Self { columns }
     }
 
-    fn write(&self, row: &PgRow, buf: &mut Vec<u8>) -> Result<(), RenderError> {
+    fn write<R: RenderRow<Kind = K>>(&self, row: &R, buf: &mut Vec<u8>) -> Result<(), RenderError> {
         buf.push(b'{');
         for (n, (i, name, kind)) in self.columns.iter().enumerate() {
             if n > 0 {
@@ -342,17 +350,42 @@ impl PgLayout {
             }
             write_str(buf, name);
             buf.push(b':');
-            let value = row.try_get_raw(*i).map_err(|e| RenderError {
-                column: name.clone(),
-                source: e.into(),
-            })?;
-            pg_cell(value, *kind, buf).map_err(|source| RenderError {
+            row.cell(*i, *kind, buf).map_err(|source| RenderError {
                 column: name.clone(),
                 source,
             })?;
         }
         buf.push(b'}');
         Ok(())
+    }
+}
+
+fn write_array<R: RenderRow>(rows: &[R], buf: &mut Vec<u8>) -> Result<(), RenderError> {
+    buf.push(b'[');
+    if let Some(first) = rows.first() {
+        let layout = Layout::of(first, &[]);
+        for (i, row) in rows.iter().enumerate() {
+            if i > 0 {
+                buf.push(b',');
+            }
+            layout.write(row, buf)?;
+        }
+    }
+    buf.push(b']');
+    Ok(())
+}
+
+fn write_first<R: RenderRow>(
+    rows: &[R],
+    except: &[&str],
+    buf: &mut Vec<u8>,
+) -> Result<(), RenderError> {
+    match rows.first() {
+        Some(row) => Layout::of(row, except).write(row, buf),
+        None => {
+            buf.extend_from_slice(b"null");
+            Ok(())
+        }
     }
 }
 
@@ -417,53 +450,6 @@ enum SqliteDecl {
     Other,
     /// An expression (aggregate): no declared type.
     Expression,
-}
-
-struct SqliteLayout {
-    columns: Vec<(usize, String, SqliteDecl)>,
-}
-
-impl SqliteLayout {
-    fn of(row: &SqliteRow, except: &[&str]) -> Self {
-        let mut columns: Vec<(usize, String, SqliteDecl)> = row
-            .columns()
-            .iter()
-            .filter(|c| !except.contains(&c.name()))
-            .map(|c| {
-                let decl = match c.type_info().name() {
-                    "BOOLEAN" => SqliteDecl::Bool,
-                    "DATE" => SqliteDecl::Date,
-                    "DATETIME" => SqliteDecl::Datetime,
-                    "NULL" => SqliteDecl::Expression,
-                    _ => SqliteDecl::Other,
-                };
-                (c.ordinal(), c.name().to_owned(), decl)
-            })
-            .collect();
-        columns.sort_by(|a, b| a.1.cmp(&b.1));
-        Self { columns }
-    }
-
-    fn write(&self, row: &SqliteRow, buf: &mut Vec<u8>) -> Result<(), RenderError> {
-        buf.push(b'{');
-        for (n, (i, name, decl)) in self.columns.iter().enumerate() {
-            if n > 0 {
-                buf.push(b',');
-            }
-            write_str(buf, name);
-            buf.push(b':');
-            let value = row.try_get_raw(*i).map_err(|e| RenderError {
-                column: name.clone(),
-                source: e.into(),
-            })?;
-            sqlite_cell(value, *decl, buf).map_err(|source| RenderError {
-                column: name.clone(),
-                source,
-            })?;
-        }
-        buf.push(b'}');
-        Ok(())
-    }
 }
 
 fn sqlite_cell(

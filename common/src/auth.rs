@@ -41,6 +41,18 @@ pub enum Scope {
     Ingest,
 }
 
+impl std::str::FromStr for Scope {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "read" => Ok(Scope::Read),
+            "ingest" => Ok(Scope::Ingest),
+            other => Err(format!("unknown scope {other:?}: expected read or ingest")),
+        }
+    }
+}
+
 impl Scope {
     /// The scope's name.
     pub fn as_str(self) -> &'static str {
@@ -310,6 +322,19 @@ impl Auth {
         }
     }
 
+    /// Loads the keys, registers the metrics, starts the file reloader, and returns
+    /// the layer state for routes needing `scope`.
+    pub fn start(
+        settings: &AuthSettings,
+        embedded: bool,
+        registry: &mut Registry,
+        scope: Scope,
+    ) -> anyhow::Result<RequireScope> {
+        let auth = Self::from_settings(settings, embedded, registry).map_err(anyhow::Error::msg)?;
+        auth.spawn_reloader(Duration::from_secs(settings.reload_secs));
+        Ok(RequireScope { auth, scope })
+    }
+
     /// Reloads the keys file every `every` until the process ends.
     pub fn spawn_reloader(self: &Arc<Self>, every: Duration) {
         if !matches!(self.source, Some(KeySource::File(_))) {
@@ -394,6 +419,16 @@ fn unauthorized(message: &str, error: Option<&str>) -> Response {
         res.headers_mut().insert(header::WWW_AUTHENTICATE, value);
     }
     res
+}
+
+impl RequireScope {
+    /// Puts every route of `router` behind this check.
+    pub fn protect<S: Clone + Send + Sync + 'static>(
+        self,
+        router: axum::Router<S>,
+    ) -> axum::Router<S> {
+        router.route_layer(axum::middleware::from_fn_with_state(self, require_scope))
+    }
 }
 
 /// Middleware: checks the bearer key, its scope and its rate.

@@ -1,7 +1,9 @@
 //! Shared runtime pieces of the medrobotics services: settings, the database pool and
 //! migrations, probes, metrics, logging, the HTTP layer stack and graceful shutdown.
 
+pub mod app;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod health;

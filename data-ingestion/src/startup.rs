@@ -7,17 +7,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::FromRef;
-use axum::http::header::CONTENT_TYPE;
-use axum::routing::get;
-use axum::{Router, middleware};
-use common::auth::{Auth, RequireScope, Scope, require_scope};
+use common::app::{Server, Surface, assemble};
+use common::auth::{Auth, Scope};
 use common::config::DatabaseTarget;
 use common::health::{Readiness, ReadinessCheck};
-use common::http::{finish_router, probe_router};
 use common::metrics::MetricsBuilder;
 use common::storage::{ObjectStore, StoreCheck};
 use common::{Db, Service, Settings};
-use tokio::net::TcpListener;
 
 use crate::body::BodyLimit;
 use crate::grouper::{FlushHooks, GroupLimits, Grouper};
@@ -48,12 +44,16 @@ impl FromRef<AppState> for BodyLimit {
 
 /// A bound, ready-to-run data-ingestion service.
 pub struct Application {
-    listener: TcpListener,
-    router: Router,
-    readiness: Arc<Readiness>,
+    server: Server,
     settings: Settings,
     state: AppState,
 }
+
+const SURFACE: Surface = Surface {
+    service: Service::Ingestion,
+    health_alias: "/ingest/health",
+    openapi_path: "/ingest/openapi.json",
+};
 
 impl Application {
     /// Connects the pool and the store, applies migrations when configured to, and
@@ -81,9 +81,12 @@ impl Application {
         db.register_metrics(&mut metrics.registry);
         let ingest_metrics = IngestMetrics::register(&mut metrics.registry);
         let embedded = db.backend() == DatabaseTarget::Sqlite;
-        let auth = Auth::from_settings(&settings.auth, embedded, &mut metrics.registry)
-            .map_err(anyhow::Error::msg)?;
-        auth.spawn_reloader(Duration::from_secs(settings.auth.reload_secs));
+        let auth = Auth::start(
+            &settings.auth,
+            embedded,
+            &mut metrics.registry,
+            Scope::Ingest,
+        )?;
         let metrics = metrics.finish();
 
         let ingest = &settings.ingest;
@@ -125,42 +128,18 @@ impl Application {
         let readiness = Arc::new(Readiness::new(checks));
 
         let (api, openapi) = routes::router().split_for_parts();
-        let api = api.route_layer(middleware::from_fn_with_state(
-            RequireScope {
-                auth,
-                scope: Scope::Ingest,
-            },
-            require_scope,
-        ));
-        let openapi = Arc::new(openapi.to_pretty_json().unwrap_or_else(|_| "{}".into()));
-        let app = api
-            .route(
-                "/ingest/openapi.json",
-                get(move || {
-                    let doc = Arc::clone(&openapi);
-                    async move {
-                        (
-                            [(CONTENT_TYPE, "application/json")],
-                            doc.as_str().to_owned(),
-                        )
-                    }
-                }),
-            )
-            .with_state(state.clone())
-            .merge(probe_router(
-                Service::Ingestion,
-                &["/ingest/health"],
-                Arc::clone(&readiness),
-                metrics.clone(),
-            ));
-        let router = finish_router(app, &settings.server, &metrics);
-        let listener = common::bind(&settings.server).await.with_context(|| {
-            format!("binding {}:{}", settings.server.host, settings.server.port)
-        })?;
+        let api = auth.protect(api).with_state(state.clone());
+        let router = assemble(
+            api,
+            &openapi,
+            SURFACE,
+            Arc::clone(&readiness),
+            &metrics,
+            &settings.server,
+        );
+        let server = Server::bind(&settings.server, router, readiness).await?;
         Ok(Self {
-            listener,
-            router,
-            readiness,
+            server,
             settings,
             state,
         })
@@ -168,7 +147,7 @@ impl Application {
 
     /// The bound port.
     pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+        self.server.port()
     }
 
     /// Serves until `shutdown` resolves; drains in-flight requests, writes every
@@ -188,14 +167,7 @@ impl Application {
         let maintenance = tokio::spawn(self.state.idempotency.clone().maintain(async move {
             let _ = stop_rx.await;
         }));
-        let result = common::shutdown::serve(
-            self.listener,
-            self.router,
-            self.readiness,
-            &self.settings.server,
-            shutdown,
-        )
-        .await;
+        let result = self.server.serve(shutdown).await;
         self.state.grouper.flush_all().await;
         let _ = stop_tx.send(());
         let _ = maintenance.await;

@@ -8,12 +8,10 @@ use serde_json::value::RawValue;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::telemetry::group_error;
-use super::{batch_answer, idempotent, reason};
+use super::{batch_answer, counted, ingest_grouped};
 use crate::AppState;
 use crate::body::IngestBody;
 use crate::error::{IngestError, Result};
-use crate::idempotency::RequestShape;
 use crate::openapi::{BatchAck, BatchBody, ErrorBody};
 use crate::telemetry::{Records, require_object, validate_record};
 
@@ -99,43 +97,21 @@ pub async fn ingest_batch(
     headers: HeaderMap,
     body: IngestBody,
 ) -> Result<Response> {
-    let result = async {
-        let (kind, records) = parse_batch(&body.bytes)?;
-        let shape = RequestShape {
-            records: records.len(),
-            is_array: true,
-        };
-        let prefix = format!("batch/{kind}/");
-        let joined = records.joined();
-        let response = idempotent(
-            &state,
-            "batch",
-            &headers,
-            &body.bytes,
-            shape,
-            |riding| async {
-                let key = state
-                    .grouper
-                    .submit(&prefix, &joined, shape.records, riding)
-                    .await
-                    .map_err(group_error)?;
-                Ok(batch_answer(&key, shape.records))
-            },
-        )
-        .await?;
-        Ok::<_, IngestError>((response, shape.records))
-    }
-    .await;
-    match result {
-        Ok((response, n)) => {
-            state.metrics.records("accepted", "stored", n);
-            Ok(response)
-        }
-        Err(err) => {
-            state.metrics.records("rejected", reason(&err), 1);
-            Err(err)
-        }
-    }
+    let (kind, records) = match parse_batch(&body.bytes) {
+        Ok(ok) => ok,
+        Err(err) => return counted(&state, Err(err), 0),
+    };
+    let prefix = format!("batch/{kind}/");
+    ingest_grouped(
+        &state,
+        "batch",
+        &prefix,
+        &records,
+        &headers,
+        &body.bytes,
+        batch_answer,
+    )
+    .await
 }
 
 #[cfg(test)]

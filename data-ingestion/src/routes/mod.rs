@@ -11,8 +11,10 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::AppState;
 use crate::error::{IngestError, Result};
-use crate::grouper::IdempotencyRef;
+use crate::grouper::{GroupError, IdempotencyRef};
 use crate::idempotency::{Claim, RequestShape, parse_key, request_hash};
+use crate::telemetry::Records;
+use common::storage::StorageError;
 
 pub mod batch;
 pub mod procedure;
@@ -68,7 +70,8 @@ pub fn telemetry_answer(s3_key: &str, shape: RequestShape) -> String {
 }
 
 /// `201` body for a batch.
-pub fn batch_answer(s3_key: &str, count: usize) -> String {
+pub fn batch_answer(s3_key: &str, shape: RequestShape) -> String {
+    let count = shape.records;
     format!(
         "{{\"count\":{count},\"message\":\"Batch of {count} records ingested\",\"s3_key\":{},\"status\":\"success\"}}\n",
         quote(s3_key)
@@ -79,7 +82,7 @@ pub fn batch_answer(s3_key: &str, count: usize) -> String {
 pub fn answer_from_key(scope: &str, s3_key: &str, shape: RequestShape) -> Option<String> {
     match scope {
         "telemetry" => Some(telemetry_answer(s3_key, shape)),
-        "batch" => Some(batch_answer(s3_key, shape.records)),
+        "batch" => Some(batch_answer(s3_key, shape)),
         _ => None,
     }
 }
@@ -132,6 +135,56 @@ where
             state.idempotency.release(scope, &key).await;
             Err(err)
         }
+    }
+}
+
+/// Writes validated `records` through the grouper under `prefix` (once per
+/// `Idempotency-Key`) and answers with `answer`. Counts the records as accepted, or
+/// the request as rejected with its reason.
+#[allow(clippy::too_many_arguments)]
+pub async fn ingest_grouped(
+    state: &AppState,
+    scope: &'static str,
+    prefix: &str,
+    records: &Records<'_>,
+    headers: &HeaderMap,
+    body: &[u8],
+    answer: fn(&str, RequestShape) -> String,
+) -> Result<Response> {
+    let shape = RequestShape {
+        records: records.len(),
+        is_array: records.is_array,
+    };
+    let joined = records.joined();
+    let result = idempotent(state, scope, headers, body, shape, |riding| async {
+        let key = state
+            .grouper
+            .submit(prefix, &joined, shape.records, riding)
+            .await
+            .map_err(group_error)?;
+        Ok(answer(&key, shape))
+    })
+    .await;
+    counted(state, result, shape.records)
+}
+
+/// Counts a finished request: its records accepted, or itself rejected by reason.
+pub fn counted(state: &AppState, result: Result<Response>, records: usize) -> Result<Response> {
+    match &result {
+        Ok(_) => state.metrics.records("accepted", "stored", records),
+        Err(err) => state.metrics.records("rejected", reason(err), 1),
+    }
+    result
+}
+
+/// Maps a grouping failure to the answer.
+pub(crate) fn group_error(err: GroupError) -> IngestError {
+    match err {
+        GroupError::Overloaded => IngestError::Overloaded,
+        GroupError::Store(msg) => IngestError::Store(StorageError::Unavailable(msg)),
+        GroupError::Idempotency(msg) => IngestError::Store(StorageError::Unavailable(format!(
+            "idempotency store: {msg}"
+        ))),
     }
 }
 

@@ -6,7 +6,7 @@ use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{idempotent, reason};
+use super::{counted, idempotent};
 use crate::AppState;
 use crate::body::IngestBody;
 use crate::error::Result;
@@ -52,8 +52,5 @@ pub async fn ingest_procedure(
         .await
     }
     .await;
-    if let Err(err) = &result {
-        state.metrics.records("rejected", reason(err), 1);
-    }
-    result
+    counted(&state, result, 1)
 }

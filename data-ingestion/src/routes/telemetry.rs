@@ -6,30 +6,15 @@ use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{idempotent, reason, telemetry_answer};
+use super::{counted, ingest_grouped, telemetry_answer};
 use crate::AppState;
 use crate::body::IngestBody;
-use crate::error::{IngestError, Result};
-use crate::grouper::GroupError;
-use crate::idempotency::RequestShape;
+use crate::error::Result;
 use crate::openapi::{ErrorBody, TelemetryAck, TelemetryBody};
 use crate::telemetry::{parse_records, validate_telemetry};
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(ingest_telemetry))
-}
-
-/// Maps a grouping failure to the answer.
-pub(crate) fn group_error(err: GroupError) -> IngestError {
-    match err {
-        GroupError::Overloaded => IngestError::Overloaded,
-        GroupError::Store(msg) => {
-            IngestError::Store(common::storage::StorageError::Unavailable(msg))
-        }
-        GroupError::Idempotency(msg) => IngestError::Store(
-            common::storage::StorageError::Unavailable(format!("idempotency store: {msg}")),
-        ),
-    }
 }
 
 /// Stores telemetry. Acknowledged (201) only once the object store confirmed the
@@ -56,42 +41,21 @@ pub async fn ingest_telemetry(
     headers: HeaderMap,
     body: IngestBody,
 ) -> Result<Response> {
-    let result = async {
-        let records = parse_records(&body.bytes, body.ndjson)?;
-        let procedure = validate_telemetry(&records)?;
-        let shape = RequestShape {
-            records: records.len(),
-            is_array: records.is_array,
-        };
-        let prefix = format!("telemetry/{procedure}/");
-        let joined = records.joined();
-        let response = idempotent(
-            &state,
-            "telemetry",
-            &headers,
-            &body.bytes,
-            shape,
-            |riding| async {
-                let key = state
-                    .grouper
-                    .submit(&prefix, &joined, shape.records, riding)
-                    .await
-                    .map_err(group_error)?;
-                Ok(telemetry_answer(&key, shape))
-            },
-        )
-        .await?;
-        Ok::<_, IngestError>((response, shape.records))
-    }
-    .await;
-    match result {
-        Ok((response, n)) => {
-            state.metrics.records("accepted", "stored", n);
-            Ok(response)
-        }
-        Err(err) => {
-            state.metrics.records("rejected", reason(&err), 1);
-            Err(err)
-        }
-    }
+    let parsed = parse_records(&body.bytes, body.ndjson)
+        .and_then(|records| validate_telemetry(&records).map(|procedure| (records, procedure)));
+    let (records, procedure) = match parsed {
+        Ok(ok) => ok,
+        Err(err) => return counted(&state, Err(err), 0),
+    };
+    let prefix = format!("telemetry/{procedure}/");
+    ingest_grouped(
+        &state,
+        "telemetry",
+        &prefix,
+        &records,
+        &headers,
+        &body.bytes,
+        telemetry_answer,
+    )
+    .await
 }
