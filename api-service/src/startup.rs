@@ -8,7 +8,6 @@ use anyhow::Context;
 use axum::Router;
 use common::app::{Server, Surface, assemble};
 use common::auth::{Auth, Scope};
-use common::config::DatabaseTarget;
 use common::health::{Readiness, ReadinessCheck};
 use common::metrics::MetricsBuilder;
 use common::{Db, Service, Settings};
@@ -43,8 +42,7 @@ pub fn build_router(
 ) -> anyhow::Result<Router> {
     let mut metrics = MetricsBuilder::new();
     db.register_metrics(&mut metrics.registry);
-    let embedded = db.backend() == DatabaseTarget::Sqlite;
-    let auth = Auth::start(&settings.auth, embedded, &mut metrics.registry, Scope::Read)?;
+    let auth = Auth::start(&settings.auth, &mut metrics.registry, Scope::Read)?;
     let metrics = metrics.finish();
     let (api, openapi) = routes::router().split_for_parts();
     let api = auth.protect(api).with_state(AppState { db });

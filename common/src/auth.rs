@@ -248,14 +248,15 @@ impl std::fmt::Debug for Auth {
 }
 
 impl Auth {
-    /// Loads the keys. `embedded` tells whether the service runs on the embedded
-    /// defaults (local development), where authentication is off unless enabled.
+    /// Loads the keys. Authentication is on when keys are configured or it is
+    /// enabled explicitly (the Helm charts and manifests do both); on without keys
+    /// the service refuses to start; off, it says so at startup.
     pub fn from_settings(
         settings: &AuthSettings,
-        embedded: bool,
         registry: &mut Registry,
     ) -> Result<Arc<Self>, String> {
-        let enabled = settings.enabled.unwrap_or(!embedded);
+        let configured = settings.keys_file.is_some() || settings.keys.is_some();
+        let enabled = settings.enabled.unwrap_or(configured);
         let source = match (&settings.keys_file, &settings.keys) {
             (Some(path), _) => Some(KeySource::File(path.clone())),
             (None, Some(inline)) => Some(KeySource::Inline(inline.expose_secret().to_owned())),
@@ -283,7 +284,8 @@ impl Auth {
             tracing::info!(keys = keys.len(), "API key authentication on");
         } else {
             tracing::warn!(
-                "API key authentication is OFF (auth.enabled=false or the local embedded defaults): every client may call every route"
+                "API key authentication is OFF (no keys configured, or auth.enabled=false): every \
+                 client may call every route; production sets APP_AUTH__ENABLED=true and mounts the keys"
             );
         }
         Ok(Arc::new(Self {
@@ -326,11 +328,10 @@ impl Auth {
     /// the layer state for routes needing `scope`.
     pub fn start(
         settings: &AuthSettings,
-        embedded: bool,
         registry: &mut Registry,
         scope: Scope,
     ) -> anyhow::Result<RequireScope> {
-        let auth = Self::from_settings(settings, embedded, registry).map_err(anyhow::Error::msg)?;
+        let auth = Self::from_settings(settings, registry).map_err(anyhow::Error::msg)?;
         auth.spawn_reloader(Duration::from_secs(settings.reload_secs));
         Ok(RequireScope { auth, scope })
     }
@@ -564,7 +565,7 @@ mod tests {
             rate_limit_burst: 2.0,
             ..AuthSettings::default()
         };
-        let auth = Auth::from_settings(&settings, false, &mut registry).expect("auth");
+        let auth = Auth::from_settings(&settings, &mut registry).expect("auth");
         let keys = Arc::clone(&auth.keys.read().expect("lock"));
         let entry = keys.find("secret").expect("key");
         assert!(auth.take(entry).is_ok());
@@ -573,14 +574,28 @@ mod tests {
     }
 
     #[test]
-    fn enabled_without_keys_is_a_startup_error_and_embedded_defaults_to_off() {
+    fn on_with_keys_or_when_enabled_and_enabled_without_keys_refuses_to_start() {
         let mut registry = Registry::default();
-        let err = Auth::from_settings(&AuthSettings::default(), false, &mut registry)
-            .expect_err("no keys");
+        let on = AuthSettings {
+            enabled: Some(true),
+            ..AuthSettings::default()
+        };
+        let err = Auth::from_settings(&on, &mut registry).expect_err("no keys");
         assert!(err.contains("APP_AUTH__KEYS_FILE"), "{err}");
+
         let mut registry = Registry::default();
-        let local =
-            Auth::from_settings(&AuthSettings::default(), true, &mut registry).expect("local");
-        assert!(!local.enabled());
+        let keyed = AuthSettings {
+            keys: Some(keys_json(&[("k", "read", "s")]).into()),
+            ..AuthSettings::default()
+        };
+        assert!(
+            Auth::from_settings(&keyed, &mut registry)
+                .expect("keys")
+                .enabled()
+        );
+
+        let mut registry = Registry::default();
+        let off = Auth::from_settings(&AuthSettings::default(), &mut registry).expect("off");
+        assert!(!off.enabled());
     }
 }

@@ -77,8 +77,8 @@ pub struct Settings {
 #[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
-    /// On or off. Unset: on, except on the embedded local defaults (SQLite), where the
-    /// service says at startup that it runs without authentication.
+    /// On or off. Unset: on when keys are configured. On without keys refuses to
+    /// start; off is announced at startup. The charts set it on.
     pub enabled: Option<bool>,
     /// Keys as a JSON array of `{name, scopes, sha256}` (secret).
     pub keys: Option<SecretString>,

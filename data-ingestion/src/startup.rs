@@ -9,7 +9,6 @@ use anyhow::Context;
 use axum::extract::FromRef;
 use common::app::{Server, Surface, assemble};
 use common::auth::{Auth, Scope};
-use common::config::DatabaseTarget;
 use common::health::{Readiness, ReadinessCheck};
 use common::metrics::MetricsBuilder;
 use common::storage::{ObjectStore, StoreCheck};
@@ -80,13 +79,7 @@ impl Application {
         let mut metrics = MetricsBuilder::new();
         db.register_metrics(&mut metrics.registry);
         let ingest_metrics = IngestMetrics::register(&mut metrics.registry);
-        let embedded = db.backend() == DatabaseTarget::Sqlite;
-        let auth = Auth::start(
-            &settings.auth,
-            embedded,
-            &mut metrics.registry,
-            Scope::Ingest,
-        )?;
+        let auth = Auth::start(&settings.auth, &mut metrics.registry, Scope::Ingest)?;
         let metrics = metrics.finish();
 
         let ingest = &settings.ingest;

@@ -223,10 +223,10 @@ async fn each_key_is_rate_limited() {
 }
 
 #[tokio::test]
-async fn authentication_is_on_by_default_outside_the_embedded_database() {
+async fn enabled_without_keys_refuses_to_start() {
     let url = common::testing::create_pg_database().await;
     let mut settings = crate::helpers::test_settings(&url, &[]);
-    settings.auth.enabled = None;
+    settings.auth.enabled = Some(true);
     let err = api_service::Application::build(settings)
         .await
         .err()
