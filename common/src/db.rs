@@ -51,18 +51,24 @@ macro_rules! embedded_migrations {
 }
 
 fn pg_migrations() -> Vec<Migration> {
-    embedded_migrations!("postgres": (20261128000001, "create_schema"))
+    embedded_migrations!("postgres":
+        (20261128000001, "create_schema"),
+        (20261128000002, "create_ingest_idempotency"),
+    )
 }
 
 fn sqlite_migrations() -> Vec<Migration> {
-    embedded_migrations!("sqlite": (20261128000001, "create_schema"))
+    embedded_migrations!("sqlite":
+        (20261128000001, "create_schema"),
+        (20261128000002, "create_ingest_idempotency"),
+    )
 }
 
 /// A value bound to a placeholder.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Arg {
-    /// SQL NULL.
-    Null,
+    /// SQL NULL of the given type (PostgreSQL needs the type to assign it).
+    Null(NullOf),
     /// A boolean.
     Bool(bool),
     /// An integer.
@@ -79,21 +85,49 @@ pub enum Arg {
     Date(NaiveDate),
 }
 
+/// The type of a NULL argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NullOf {
+    /// `boolean`
+    Bool,
+    /// `bigint`
+    Int,
+    /// `double precision` (assignable to `numeric`)
+    Float,
+    /// `text`
+    Text,
+    /// `uuid`
+    Uuid,
+    /// `timestamp`
+    Timestamp,
+    /// `date`
+    Date,
+}
+
+/// A Rust type that binds as an [`Arg`], with the type of its NULL.
+pub trait ArgType: Into<Arg> {
+    /// The NULL of this type.
+    const NULL: NullOf;
+}
+
 macro_rules! arg_from {
     ($($t:ty => $v:ident),* $(,)?) => {
         $(impl From<$t> for Arg {
             fn from(v: $t) -> Self {
                 Arg::$v(v.into())
             }
+        }
+        impl ArgType for $t {
+            const NULL: NullOf = NullOf::$v;
         })*
     };
 }
 arg_from!(bool => Bool, i64 => Int, i32 => Int, f64 => Float, String => Text, &str => Text,
     Uuid => Uuid, NaiveDateTime => Timestamp, NaiveDate => Date);
 
-impl<T: Into<Arg>> From<Option<T>> for Arg {
+impl<T: ArgType> From<Option<T>> for Arg {
     fn from(v: Option<T>) -> Self {
-        v.map_or(Arg::Null, Into::into)
+        v.map_or(Arg::Null(T::NULL), Into::into)
     }
 }
 
@@ -162,27 +196,75 @@ impl Rows {
         self.len() == 0
     }
 
-    /// An integer column of row `row`; `None` when there is no such row or the value
-    /// is NULL.
-    pub fn get_i64(&self, row: usize, column: &str) -> Result<Option<i64>, DbError> {
+    /// Column `column` of row `row`, decoded as `T`; `None` when there is no such
+    /// row or the value is NULL.
+    pub fn get<T: Decodable>(&self, row: usize, column: &str) -> Result<Option<T>, DbError> {
         use sqlx::Row;
         let value = match self {
-            Rows::Postgres(r) => r.get(row).map(|r| r.try_get::<Option<i64>, _>(column)),
-            Rows::Sqlite(r) => r.get(row).map(|r| r.try_get::<Option<i64>, _>(column)),
+            Rows::Postgres(r) => r.get(row).map(|r| r.try_get::<Option<T>, _>(column)),
+            Rows::Sqlite(r) => r.get(row).map(|r| r.try_get::<Option<T>, _>(column)),
         };
         Ok(value.transpose().map_err(DbError::Other)?.flatten())
     }
 
-    /// A text column of row `row`; `None` when there is no such row or the value is
-    /// NULL.
-    pub fn get_string(&self, row: usize, column: &str) -> Result<Option<String>, DbError> {
+    /// An integer column of any width (see [`Rows::get`]).
+    pub fn get_i64(&self, row: usize, column: &str) -> Result<Option<i64>, DbError> {
         use sqlx::Row;
-        let value = match self {
-            Rows::Postgres(r) => r.get(row).map(|r| r.try_get::<Option<String>, _>(column)),
-            Rows::Sqlite(r) => r.get(row).map(|r| r.try_get::<Option<String>, _>(column)),
-        };
-        Ok(value.transpose().map_err(DbError::Other)?.flatten())
+        match self {
+            Rows::Postgres(rows) => {
+                let Some(r) = rows.get(row) else {
+                    return Ok(None);
+                };
+                r.try_get::<Option<i64>, _>(column)
+                    .or_else(|_| {
+                        r.try_get::<Option<i32>, _>(column)
+                            .map(|v| v.map(i64::from))
+                    })
+                    .or_else(|_| {
+                        r.try_get::<Option<i16>, _>(column)
+                            .map(|v| v.map(i64::from))
+                    })
+                    .map_err(DbError::Other)
+            }
+            Rows::Sqlite(_) => self.get(row, column),
+        }
     }
+
+    /// A text column (see [`Rows::get`]).
+    pub fn get_string(&self, row: usize, column: &str) -> Result<Option<String>, DbError> {
+        self.get(row, column)
+    }
+
+    /// A boolean column (see [`Rows::get`]).
+    pub fn get_bool(&self, row: usize, column: &str) -> Result<Option<bool>, DbError> {
+        self.get(row, column)
+    }
+
+    /// A timestamp-without-time-zone column (see [`Rows::get`]).
+    pub fn get_timestamp(
+        &self,
+        row: usize,
+        column: &str,
+    ) -> Result<Option<NaiveDateTime>, DbError> {
+        self.get(row, column)
+    }
+}
+
+/// A Rust type both backends decode.
+pub trait Decodable:
+    for<'r> sqlx::Decode<'r, Postgres>
+    + sqlx::Type<Postgres>
+    + for<'r> sqlx::Decode<'r, Sqlite>
+    + sqlx::Type<Sqlite>
+{
+}
+
+impl<T> Decodable for T where
+    T: for<'r> sqlx::Decode<'r, Postgres>
+        + sqlx::Type<Postgres>
+        + for<'r> sqlx::Decode<'r, Sqlite>
+        + sqlx::Type<Sqlite>
+{
 }
 
 /// What kind of constraint a write violated.
@@ -247,7 +329,10 @@ fn classify(err: sqlx::Error) -> DbError {
                 _ => None,
             };
             if let Some(kind) = kind {
-                let constraint = db.constraint().map(str::to_owned);
+                let constraint = db
+                    .constraint()
+                    .map(str::to_owned)
+                    .or_else(|| sqlite_check_name(db.message()));
                 let column = db
                     .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
                     .and_then(|pg| pg.column().map(str::to_owned))
@@ -279,6 +364,12 @@ fn classify(err: sqlx::Error) -> DbError {
         }
         _ => DbError::Other(err),
     }
+}
+
+/// SQLite names a failed CHECK in its message: `CHECK constraint failed: name`.
+fn sqlite_check_name(message: &str) -> Option<String> {
+    let name = message.strip_prefix("CHECK constraint failed: ")?;
+    Some(name.trim().to_owned())
 }
 
 /// SQLite names the column in its message: `NOT NULL constraint failed: t.col`.
@@ -610,7 +701,15 @@ type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArgume
 fn bind_pg(mut q: PgQuery<'_>, args: Vec<Arg>) -> PgQuery<'_> {
     for arg in args {
         q = match arg {
-            Arg::Null => q.bind(None::<String>),
+            Arg::Null(kind) => match kind {
+                NullOf::Bool => q.bind(None::<bool>),
+                NullOf::Int => q.bind(None::<i64>),
+                NullOf::Float => q.bind(None::<f64>),
+                NullOf::Text => q.bind(None::<String>),
+                NullOf::Uuid => q.bind(None::<Uuid>),
+                NullOf::Timestamp => q.bind(None::<NaiveDateTime>),
+                NullOf::Date => q.bind(None::<NaiveDate>),
+            },
             Arg::Bool(v) => q.bind(v),
             Arg::Int(v) => q.bind(v),
             Arg::Float(v) => q.bind(v),
@@ -629,7 +728,7 @@ fn bind_pg(mut q: PgQuery<'_>, args: Vec<Arg>) -> PgQuery<'_> {
 fn bind_sqlite(mut q: SqliteQuery<'_>, args: Vec<Arg>) -> SqliteQuery<'_> {
     for arg in args {
         q = match arg {
-            Arg::Null => q.bind(None::<String>),
+            Arg::Null(_) => q.bind(None::<String>),
             Arg::Bool(v) => q.bind(v),
             Arg::Int(v) => q.bind(v),
             Arg::Float(v) => q.bind(v),

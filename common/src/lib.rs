@@ -8,6 +8,9 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod shutdown;
+pub mod storage;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use config::{Service, Settings};
 pub use db::{Arg, Db, DbError, Query, Rows};

@@ -2,7 +2,6 @@
 //! typed request helpers, and a TCP proxy that can cut the app's database link.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,8 +9,7 @@ use api_service::Application;
 use common::config::DatabaseTarget;
 use common::{Db, Service, Settings};
 use serde_json::Value;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
 /// Which database backs the app under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,30 +18,7 @@ pub enum Backend {
     Sqlite,
 }
 
-/// The PostgreSQL server tests create their databases on.
-pub fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .or_else(|_| std::env::var("DATABASE_URL"))
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// Creates an empty PostgreSQL database and returns its URL.
-pub async fn create_pg_database() -> String {
-    use sqlx::Connection;
-    let name = format!("medrobotics_test_{}", uuid::Uuid::new_v4().simple());
-    let admin = admin_url();
-    let mut conn = sqlx::PgConnection::connect(&admin)
-        .await
-        .expect("connect to the test PostgreSQL server (see README: scripts/test starts one)");
-    sqlx::Executor::execute(
-        &mut conn,
-        sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")),
-    )
-    .await
-    .expect("create database");
-    let (base, _) = admin.rsplit_once('/').expect("URL with a database");
-    format!("{base}/{name}")
-}
+pub use common::testing::{Proxy as DbProxy, ProxyMode, create_pg_database};
 
 /// Settings for a test app: port 0, small pool, short timeouts, no drain delay.
 pub fn test_settings(db_url: &str, extra: &[(&str, &str)]) -> Settings {
@@ -215,79 +190,12 @@ pub async fn spawn_on(
     }
 }
 
-/// What the proxy does with traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProxyMode {
-    /// Forward both ways.
-    Forward,
-    /// Close every connection at once (server down, connection refused/reset).
-    Refuse,
-    /// Accept and never answer (network partition).
-    Blackhole,
-}
-
-/// A TCP proxy in front of PostgreSQL whose behaviour the test switches; switching
-/// away from `Forward` also cuts the connections already open.
-pub struct DbProxy {
-    pub port: u16,
-    mode: watch::Sender<ProxyMode>,
-}
-
-impl DbProxy {
-    pub async fn start(upstream: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let port = listener.local_addr().expect("addr").port();
-        let (mode, rx) = watch::channel(ProxyMode::Forward);
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    return;
-                };
-                let mut rx = rx.clone();
-                tokio::spawn(async move {
-                    let current = *rx.borrow_and_update();
-                    match current {
-                        ProxyMode::Refuse => drop(inbound),
-                        ProxyMode::Blackhole => {
-                            let _ = rx.wait_for(|m| *m == ProxyMode::Forward).await;
-                        }
-                        ProxyMode::Forward => {
-                            let Ok(mut outbound) = TcpStream::connect(upstream).await else {
-                                return;
-                            };
-                            tokio::select! {
-                                _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                                _ = rx.wait_for(|m| *m != ProxyMode::Forward) => {}
-                            }
-                        }
-                    }
-                });
-            }
-        });
-        Self { port, mode }
-    }
-
-    pub fn set(&self, mode: ProxyMode) {
-        self.mode.send_replace(mode);
-    }
-}
-
-/// The proxied form of a PostgreSQL URL (`host:port` replaced).
+/// The proxied form of a PostgreSQL URL.
 pub fn via_proxy(url: &str, port: u16) -> String {
-    let (scheme_user, rest) = url.split_once('@').expect("url with user@host");
-    let (_, db) = rest.split_once('/').expect("url with /db");
-    format!("{scheme_user}@127.0.0.1:{port}/{db}")
+    common::testing::via_proxy(url, port)
 }
 
 /// The socket address of the PostgreSQL server in `url`.
-pub fn pg_addr(url: &str) -> SocketAddr {
-    let (_, rest) = url.split_once('@').expect("user@host");
-    let hostport = rest.split('/').next().expect("host");
-    let hostport = if hostport.contains(':') {
-        hostport.to_owned()
-    } else {
-        format!("{hostport}:5432")
-    };
-    let hostport = hostport.replace("localhost", "127.0.0.1");
-    hostport.parse().expect("ip:port")
+pub fn pg_addr(url: &str) -> std::net::SocketAddr {
+    common::testing::socket_addr(url)
 }

@@ -1,23 +1,10 @@
 //! api-service integration tests: the app on port 0 against real PostgreSQL (a fresh
 //! database per test) and the embedded SQLite backend.
 
-mod helpers;
+#[macro_use]
+extern crate common;
 
-/// Runs an `async fn(Backend)` test once per backend.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        $(mod $name {
-            #[tokio::test]
-            async fn postgres() {
-                super::$name(crate::helpers::Backend::Postgres).await
-            }
-            #[tokio::test]
-            async fn sqlite() {
-                super::$name(crate::helpers::Backend::Sqlite).await
-            }
-        })*
-    };
-}
+mod helpers;
 
 mod analytics;
 mod errors;

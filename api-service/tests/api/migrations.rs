@@ -13,11 +13,11 @@ async fn scalar(db: &Db, sql: &str) -> i64 {
 
 async fn schema_counts(db: &Db) -> (i64, i64, i64, i64, i64) {
     (
-        scalar(db, "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE' AND table_name NOT LIKE '\\_sqlx%'").await,
+        scalar(db, "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE' AND table_name NOT LIKE '\\_sqlx%' AND table_name NOT LIKE 'ingest\\_%'").await,
         scalar(db, "SELECT COUNT(*) AS n FROM information_schema.views WHERE table_schema = 'public'").await,
         scalar(db, "SELECT COUNT(*) AS n FROM pg_trigger WHERE NOT tgisinternal").await,
-        scalar(db, "SELECT COUNT(*) AS n FROM pg_indexes WHERE schemaname = 'public' AND indexname LIKE 'idx\\_%'").await,
-        scalar(db, "SELECT COUNT(*) AS n FROM information_schema.check_constraints c JOIN information_schema.constraint_column_usage u USING (constraint_name) WHERE u.table_schema = 'public'").await,
+        scalar(db, "SELECT COUNT(*) AS n FROM pg_indexes WHERE schemaname = 'public' AND indexname LIKE 'idx\\_%' AND indexname NOT LIKE 'idx\\_ingest%'").await,
+        scalar(db, "SELECT COUNT(*) AS n FROM information_schema.check_constraints c JOIN information_schema.constraint_column_usage u USING (constraint_name) WHERE u.table_schema = 'public' AND u.table_name NOT LIKE 'ingest\\_%'").await,
     )
 }
 
@@ -54,7 +54,16 @@ async fn migrations_adopt_the_legacy_database_without_changing_it() {
     assert_eq!(
         schema_counts(&db).await,
         before,
-        "nothing added, dropped or duplicated"
+        "nothing of the old schema added, dropped or duplicated"
+    );
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_name LIKE 'ingest\\_%'"
+        )
+        .await,
+        2,
+        "the ingestion tables are new"
     );
     assert_eq!(
         scalar(
@@ -62,7 +71,7 @@ async fn migrations_adopt_the_legacy_database_without_changing_it() {
             "SELECT COUNT(*) AS n FROM _sqlx_migrations WHERE success"
         )
         .await,
-        1
+        2
     );
 
     // The app reads the old rows back, and production's extra view column survives.

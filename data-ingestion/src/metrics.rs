@@ -1,0 +1,111 @@
+//! Ingestion metrics: records accepted and rejected by reason, requests per object
+//! and records per object, objects written, PUT latency and failures, pending bytes,
+//! idempotent replays and overload rejections.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of `ingest_records_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RecordLabels {
+    /// `accepted` or `rejected`.
+    pub outcome: &'static str,
+    /// `stored`, `invalid`, `too_large`, `overloaded`, `store_unavailable`, `db_unavailable`, `other`.
+    pub reason: &'static str,
+}
+
+/// Handles on every ingestion metric.
+#[derive(Clone, Debug)]
+pub struct IngestMetrics {
+    records: Family<RecordLabels, Counter>,
+    /// Requests whose records went into one object.
+    pub group_requests: Histogram,
+    /// Records in one object.
+    pub object_records: Histogram,
+    /// Objects written.
+    pub objects_written: Counter,
+    /// PUT latency.
+    pub put_duration: Histogram,
+    /// PUTs that failed.
+    pub put_failures: Counter,
+    /// Bytes of records waiting to be written.
+    pub pending_bytes: Gauge,
+    /// Answers replayed for a repeated `Idempotency-Key`.
+    pub idempotent_replays: Counter,
+    /// Requests refused because too much was pending.
+    pub overload_rejections: Counter,
+}
+
+impl IngestMetrics {
+    /// Registers every ingestion metric.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            records: Family::default(),
+            group_requests: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            object_records: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
+            objects_written: Counter::default(),
+            put_duration: common::metrics::latency_histogram(),
+            put_failures: Counter::default(),
+            pending_bytes: Gauge::default(),
+            idempotent_replays: Counter::default(),
+            overload_rejections: Counter::default(),
+        };
+        registry.register(
+            "ingest_records",
+            "Records accepted or rejected, by reason",
+            m.records.clone(),
+        );
+        registry.register(
+            "ingest_group_requests",
+            "Requests acknowledged by one object write",
+            m.group_requests.clone(),
+        );
+        registry.register(
+            "ingest_object_records",
+            "Records in one written object",
+            m.object_records.clone(),
+        );
+        registry.register(
+            "ingest_objects_written",
+            "Objects written to the store",
+            m.objects_written.clone(),
+        );
+        registry.register(
+            "ingest_put_duration_seconds",
+            "Object store PUT latency",
+            m.put_duration.clone(),
+        );
+        registry.register(
+            "ingest_put_failures",
+            "Object store PUTs that failed",
+            m.put_failures.clone(),
+        );
+        registry.register(
+            "ingest_pending_bytes",
+            "Bytes of records waiting to be written",
+            m.pending_bytes.clone(),
+        );
+        registry.register(
+            "ingest_idempotent_replays",
+            "Answers replayed for a repeated Idempotency-Key",
+            m.idempotent_replays.clone(),
+        );
+        registry.register(
+            "ingest_overload_rejections",
+            "Requests refused because too much data was pending",
+            m.overload_rejections.clone(),
+        );
+        m
+    }
+
+    /// Counts `n` records with an outcome.
+    pub fn records(&self, outcome: &'static str, reason: &'static str, n: usize) {
+        self.records
+            .get_or_create(&RecordLabels { outcome, reason })
+            .inc_by(n as u64);
+    }
+}

@@ -1,0 +1,151 @@
+//! The route table: one router per resource, merged here, plus the idempotency
+//! wrapper every POST goes through and the answers' JSON shapes.
+
+use std::future::Future;
+
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::AppState;
+use crate::error::{IngestError, Result};
+use crate::grouper::IdempotencyRef;
+use crate::idempotency::{Claim, RequestShape, parse_key, request_hash};
+
+pub mod batch;
+pub mod procedure;
+pub mod stats;
+pub mod telemetry;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "medrobotics data-ingestion",
+        description = "Telemetry into the raw bucket (grouped, lossless, idempotent) and procedure \
+                       records into PostgreSQL. Send `Idempotency-Key` to make retries safe.",
+    ),
+    tags(
+        (name = "telemetry", description = "Robot telemetry"),
+        (name = "procedures", description = "Procedure records"),
+        (name = "stats", description = "Ingestion statistics"),
+    ),
+    components(schemas(crate::openapi::ErrorBody)),
+)]
+struct ApiDoc;
+
+/// Every ingestion route with its OpenAPI description.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(telemetry::router())
+        .merge(batch::router())
+        .merge(procedure::router())
+        .merge(stats::router())
+}
+
+/// A JSON response with a pre-rendered body.
+pub fn json(status: StatusCode, body: String) -> Response {
+    (status, [(CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Escapes a string for JSON.
+fn quote(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// `201` body for telemetry (keys sorted, as Flask sent them).
+pub fn telemetry_answer(s3_key: &str, shape: RequestShape) -> String {
+    let count = if shape.is_array {
+        format!("\"count\":{},", shape.records)
+    } else {
+        String::new()
+    };
+    format!(
+        "{{{count}\"message\":\"Telemetry data ingested\",\"s3_key\":{},\"status\":\"success\"}}\n",
+        quote(s3_key)
+    )
+}
+
+/// `201` body for a batch.
+pub fn batch_answer(s3_key: &str, count: usize) -> String {
+    format!(
+        "{{\"count\":{count},\"message\":\"Batch of {count} records ingested\",\"s3_key\":{},\"status\":\"success\"}}\n",
+        quote(s3_key)
+    )
+}
+
+/// Rebuilds a grouped answer from the object key after a crash (see idempotency).
+pub fn answer_from_key(scope: &str, s3_key: &str, shape: RequestShape) -> Option<String> {
+    match scope {
+        "telemetry" => Some(telemetry_answer(s3_key, shape)),
+        "batch" => Some(batch_answer(s3_key, shape.records)),
+        _ => None,
+    }
+}
+
+/// Runs `work` once per `Idempotency-Key`: the first request does it, retries replay
+/// its answer; without the header it simply runs.
+pub async fn idempotent<F, Fut>(
+    state: &AppState,
+    scope: &'static str,
+    headers: &HeaderMap,
+    body: &[u8],
+    shape: RequestShape,
+    work: F,
+) -> Result<Response>
+where
+    F: FnOnce(Option<IdempotencyRef>) -> Fut,
+    Fut: Future<Output = Result<String>>,
+{
+    let Some(value) = headers.get("idempotency-key") else {
+        return work(None).await.map(|b| json(StatusCode::CREATED, b));
+    };
+    let key = parse_key(value)?;
+    let claim = state
+        .idempotency
+        .claim(scope, &key, &request_hash(scope, body), shape)
+        .await?;
+    if let Claim::Replay { status, body } = claim {
+        state.metrics.idempotent_replays.inc();
+        let mut res = json(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED),
+            body,
+        );
+        res.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        return Ok(res);
+    }
+    let riding = IdempotencyRef {
+        scope,
+        key: key.clone(),
+    };
+    match work(Some(riding)).await {
+        Ok(answer) => {
+            if let Err(err) = state.idempotency.complete(scope, &key, 201, &answer).await {
+                // The data is stored; a retry finds the object and replays from it.
+                tracing::warn!(error = %err, "could not record an idempotent answer");
+            }
+            Ok(json(StatusCode::CREATED, answer))
+        }
+        Err(err) => {
+            state.idempotency.release(scope, &key).await;
+            Err(err)
+        }
+    }
+}
+
+/// The `reason` label for a rejected request.
+pub fn reason(err: &IngestError) -> &'static str {
+    match err {
+        IngestError::BadRequest(_)
+        | IngestError::Unprocessable(_)
+        | IngestError::UnsupportedEncoding => "invalid",
+        IngestError::TooLarge(_) => "too_large",
+        IngestError::Overloaded => "overloaded",
+        IngestError::Store(_) => "store_unavailable",
+        IngestError::DbUnavailable(_) => "db_unavailable",
+        IngestError::Conflict(_) => "in_progress",
+        IngestError::Internal(_) => "other",
+    }
+}

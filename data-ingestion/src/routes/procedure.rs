@@ -1,0 +1,59 @@
+//! `POST /ingest/procedure`: upsert one procedure row.
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{idempotent, reason};
+use crate::AppState;
+use crate::body::IngestBody;
+use crate::error::Result;
+use crate::idempotency::RequestShape;
+use crate::openapi::{ErrorBody, ProcedureAck, ProcedureBody};
+use crate::procedure::NewProcedure;
+
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(ingest_procedure))
+}
+
+/// Inserts a procedure, or updates `status`, `end_time` and `duration_minutes` of
+/// an existing one.
+#[utoipa::path(
+    post,
+    path = "/ingest/procedure",
+    tag = "procedures",
+    request_body(content = ProcedureBody, description = "One surgical_procedures row"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the first answer is replayed")),
+    responses(
+        (status = 201, description = "Stored", body = ProcedureAck),
+        (status = 400, description = "A field is missing or invalid (named)", body = ErrorBody),
+        (status = 409, description = "A request with this Idempotency-Key is in progress", body = ErrorBody),
+        (status = 422, description = "Unknown robot_id, or Idempotency-Key reused for a different body", body = ErrorBody),
+        (status = 503, description = "Database unavailable; see Retry-After", body = ErrorBody),
+    )
+)]
+pub async fn ingest_procedure(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: IngestBody,
+) -> Result<Response> {
+    let result = async {
+        let procedure = NewProcedure::parse(&body.bytes)?;
+        let shape = RequestShape { records: 1, is_array: false };
+        idempotent(&state, "procedure", &headers, &body.bytes, shape, |_| async {
+            procedure.upsert(&state.db).await?;
+            Ok(format!(
+                "{{\"message\":\"Procedure data ingested\",\"procedure_id\":\"{}\",\"status\":\"success\"}}\n",
+                procedure.id()
+            ))
+        })
+        .await
+    }
+    .await;
+    if let Err(err) = &result {
+        state.metrics.records("rejected", reason(err), 1);
+    }
+    result
+}

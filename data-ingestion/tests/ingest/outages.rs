@@ -1,0 +1,159 @@
+use std::time::{Duration, Instant};
+
+use common::testing::ProxyMode;
+use serde_json::json;
+
+use crate::helpers::{Backend, Options, record, spawn_with};
+
+#[tokio::test]
+async fn store_outage_answers_503_loses_nothing_and_recovers() {
+    let app = spawn_with(
+        Backend::Postgres,
+        Options {
+            store_proxy: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(app.post_telemetry(&json!([record(1)])).await.status, 201);
+
+    for mode in [ProxyMode::Refuse, ProxyMode::Blackhole] {
+        app.cut_store(mode);
+        let started = Instant::now();
+        let reply = app.post_telemetry(&json!([record(100)])).await;
+        let took = started.elapsed();
+        assert_eq!(reply.status, 503, "{mode:?}: {}", reply.text);
+        assert!(reply.header("retry-after").is_some());
+        assert_eq!(
+            reply.error(),
+            "Object store temporarily unavailable, retry later"
+        );
+        assert!(
+            took < Duration::from_secs(10),
+            "{mode:?}: bounded by the store timeouts, took {took:?}"
+        );
+        let ready = app.get("/ready").await;
+        assert_eq!(ready.status, 503, "{mode:?}");
+        assert_eq!(ready.json()["checks"]["object_store"], "unavailable");
+        println!("{mode:?}: 503 after {took:?}");
+        app.cut_store(ProxyMode::Forward);
+    }
+
+    let started = Instant::now();
+    loop {
+        let reply = app.post_telemetry(&json!([record(2)])).await;
+        if reply.status == 201 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never recovered: {}",
+            reply.text
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("recovered {:?} after the store returned", started.elapsed());
+    assert_eq!(app.get("/ready").await.status, 200);
+    let (records, _) = app.stored_records("telemetry/").await;
+    let seqs: Vec<u64> = records
+        .iter()
+        .map(|r| r["seq"].as_u64().expect("seq"))
+        .collect();
+    assert!(seqs.contains(&1) && seqs.contains(&2), "{seqs:?}");
+    assert!(
+        !seqs.contains(&100),
+        "nothing unacknowledged claims to be stored: {seqs:?}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_completes_requests_waiting_in_a_group() {
+    let mut app = spawn_with(
+        Backend::Postgres,
+        Options {
+            env: &[
+                ("APP_INGEST__GROUP_WINDOW_MS", "3000"),
+                ("APP_SERVER__DRAIN_DELAY_SECS", "1"),
+            ],
+            ..Default::default()
+        },
+    )
+    .await;
+    let in_flight: Vec<_> = (0..5)
+        .map(|i| {
+            let req = app.post("/ingest/telemetry").json(&json!([record(i)]));
+            tokio::spawn(async move {
+                let res = req.send().await.expect("in-flight request");
+                res.status().as_u16()
+            })
+        })
+        .collect();
+    while app
+        .get("/metrics")
+        .await
+        .text
+        .contains("ingest_pending_bytes 0\n")
+    {
+        tokio::task::yield_now().await;
+    }
+    let started = Instant::now();
+    app.begin_shutdown();
+    let ready = app.get("/ready").await;
+    assert_eq!(ready.status, 503, "readiness off at once");
+    for r in in_flight {
+        assert_eq!(r.await.expect("join"), 201);
+    }
+    app.server
+        .take()
+        .expect("server")
+        .await
+        .expect("join")
+        .expect("clean exit");
+    println!(
+        "shutdown with 5 waiting requests took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(app.stored_records("telemetry/").await.0.len(), 5);
+}
+
+#[tokio::test]
+async fn pending_memory_is_bounded_with_fast_503s() {
+    let app = spawn_with(
+        Backend::Postgres,
+        Options {
+            env: &[
+                ("APP_INGEST__MAX_PENDING_BYTES", "8192"),
+                ("APP_INGEST__GROUP_MAX_BYTES", "4096"),
+            ],
+            store_proxy: true,
+        },
+    )
+    .await;
+    app.cut_store(ProxyMode::Blackhole);
+    let big = json!((0..20).map(record).collect::<Vec<_>>());
+    let slow: Vec<_> = (0..3)
+        .map(|_| {
+            let req = app.post("/ingest/telemetry").json(&big);
+            tokio::spawn(async move { req.send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    let started = Instant::now();
+    let mut refused = None;
+    while started.elapsed() < Duration::from_secs(5) {
+        let reply = app.post_telemetry(&big).await;
+        if reply.status == 503 && reply.error().contains("Too much data") {
+            refused = Some(started.elapsed());
+            break;
+        }
+    }
+    assert!(refused.is_some(), "never refused past the bound");
+    app.cut_store(ProxyMode::Forward);
+    for s in slow {
+        let _ = s.await;
+    }
+    assert_eq!(
+        app.post_telemetry(&json!([record(1)])).await.status,
+        201,
+        "fine afterwards"
+    );
+}
