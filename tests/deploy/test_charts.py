@@ -46,15 +46,15 @@ def test_missing_database_host_and_bucket_are_named(chart):
 @pytest.mark.parametrize(("chart", "max_replicas", "pool", "budget"), [("api-service", 15, 20, 200), ("data-ingestion", 10, 14, 150)])
 def test_pool_size_times_max_pods_over_the_budget_refuses_to_render(chart, max_replicas, pool, budget):
     message = render_error(chart, deploycheck.deep_merge(REQUIRED, {"database": {"maxConnections": pool}}))
-    needed = (max_replicas + 1) * pool
+    needed = (max_replicas + 1) * (pool + 1)  # each pod: its pool plus the readiness connection
     assert "connection budget exceeded" in message
     assert f"= {needed} connections > database.connectionBudget {budget}" in message
 
 
 @pytest.mark.parametrize("chart", CHARTS)
 def test_connection_budget_counts_the_surge_and_fits_exactly(chart):
-    # (maxReplicas + maxSurge) x pool == budget renders; one connection less does not.
-    values = {"autoscaling": {"maxReplicas": 9}, "strategy": {"maxSurge": 1}, "database": {"maxConnections": 10, "connectionBudget": 100}}
+    # (maxReplicas + maxSurge) x (pool + 1) == budget renders; one connection less does not.
+    values = {"autoscaling": {"maxReplicas": 9}, "strategy": {"maxSurge": 1}, "database": {"maxConnections": 9, "connectionBudget": 100}}
     assert one(render(chart, values), "Deployment")
     values["database"]["connectionBudget"] = 99
     assert "connection budget exceeded" in render_error(chart, deploycheck.deep_merge(REQUIRED, values))
@@ -62,8 +62,8 @@ def test_connection_budget_counts_the_surge_and_fits_exactly(chart):
 
 @pytest.mark.parametrize("chart", CHARTS)
 def test_percentage_surge_is_rounded_up_like_the_deployment_controller(chart):
-    # 10 pods + ceil(10 x 25%) = 13 pods x 10 = 130 connections.
-    values = {"autoscaling": {"maxReplicas": 10}, "strategy": {"maxSurge": "25%"}, "database": {"maxConnections": 10, "connectionBudget": 129}}
+    # 10 pods + ceil(10 x 25%) = 13 pods x (9 + 1) = 130 connections.
+    values = {"autoscaling": {"maxReplicas": 10}, "strategy": {"maxSurge": "25%"}, "database": {"maxConnections": 9, "connectionBudget": 129}}
     assert "13 pods at most" in render_error(chart, deploycheck.deep_merge(REQUIRED, values))
     values["database"]["connectionBudget"] = 130
     assert one(render(chart, values), "Deployment")

@@ -5,7 +5,7 @@ the emptyDir), with the chart's ConfigMap environment; they start, answer the pr
 
 Needs: the binaries (target/release, else target/debug, or MEDROBOTICS_BIN_DIR), root (to
 drop to 65532 with setpriv) and the local PostgreSQL; data-ingestion also an S3 endpoint
-(`moto_server` on PATH). Skipped, with the reason, when one is missing.
+(`moto_server` on PATH or in `.cache/*/bin`, where scripts/test installs moto). Skipped, with the reason, when one is missing.
 """
 
 from __future__ import annotations
@@ -147,10 +147,11 @@ def test_data_ingestion_runs_like_the_pod(database):
     binary = find_binary("data-ingestion")
     if binary is None:
         pytest.skip("data-ingestion binary not built (cargo build --release -p data-ingestion)")
-    if not shutil.which("moto_server"):
-        pytest.skip("needs an S3 endpoint: moto_server on PATH (pip install 'moto[server]')")
+    moto_server = shutil.which("moto_server") or next(iter(sorted(ROOT.glob(".cache/*/bin/moto_server"))), None)
+    if not moto_server:
+        pytest.skip("needs an S3 endpoint: moto_server on PATH or in .cache/*/bin (pip install 'moto[server]')")
     s3_port = free_port()
-    moto = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(s3_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    moto = subprocess.Popen([str(moto_server), "-H", "127.0.0.1", "-p", str(s3_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert wait_for(s3_port, "/", 200, 20)
         req = urllib.request.Request(f"http://127.0.0.1:{s3_port}/medrobotics-raw-example", method="PUT")

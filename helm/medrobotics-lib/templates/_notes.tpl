@@ -24,7 +24,7 @@
      helm test {{ .Release.Name }} -n {{ .Release.Namespace }}
 
 Database: {{ if .Values.database.secretKeys.databaseUrl }}DATABASE_URL{{ else }}{{ .Values.database.host }}:{{ .Values.database.port }}/{{ .Values.database.name }} (sslmode {{ .Values.database.sslMode }}){{ end }} with credentials from Secret "{{ include "medrobotics-lib.databaseSecretName" . }}"{{ if .Values.externalSecret.enabled }} (synced by ExternalSecret from "{{ .Values.externalSecret.remoteKey }}"){{ end }}.
-Pool {{ .Values.database.maxConnections }} per pod x {{ include "medrobotics-lib.maxPods" . }} pods at most = {{ mul (int .Values.database.maxConnections) (int (include "medrobotics-lib.maxPods" .)) }} of a budget of {{ .Values.database.connectionBudget }} connections.
+Connections: ({{ .Values.database.maxConnections }} pool + 1 readiness) per pod x {{ include "medrobotics-lib.maxPods" . }} pods at most = {{ mul (add (int .Values.database.maxConnections) 1) (int (include "medrobotics-lib.maxPods" .)) }} of a budget of {{ .Values.database.connectionBudget }}.
 {{- if not .Values.serviceAccount.roleArn }}
 
 WARNING: serviceAccount.roleArn is empty: the pods get no IAM role and S3 calls will be denied.

@@ -21,11 +21,12 @@ one line naming the values to change. Include once per chart (templates/validate
 {{- fail (printf "%s: database.sslMode %s verifies the server certificate: set database.sslRootCert to the RDS CA bundle mounted through extraVolumes/extraVolumeMounts" $fullname $db.sslMode) }}
 {{- end }}
 
-{{- /* Connection budget: every pod that can exist at once holds a full pool. */ -}}
+{{- /* Connection budget: every pod that can exist at once holds a full pool plus the one
+connection its readiness check keeps. */ -}}
 {{- $maxPods := int (include "medrobotics-lib.maxPods" .) }}
-{{- $needed := mul $maxPods (int $db.maxConnections) }}
+{{- $needed := mul $maxPods (add (int $db.maxConnections) 1) }}
 {{- if gt $needed (int $db.connectionBudget) }}
-{{- fail (printf "%s: database connection budget exceeded: %d pods at most (%s + maxSurge %v) x database.maxConnections %d = %d connections > database.connectionBudget %d. Lower database.maxConnections or the replica ceiling, or raise database.connectionBudget if RDS max_connections allows it (see docs/operations.md, 'Database connections')" $fullname $maxPods (ternary (printf "autoscaling.maxReplicas %d" (int .Values.autoscaling.maxReplicas)) (printf "replicaCount %d" (int .Values.replicaCount)) .Values.autoscaling.enabled) .Values.strategy.maxSurge (int $db.maxConnections) $needed (int $db.connectionBudget)) }}
+{{- fail (printf "%s: database connection budget exceeded: %d pods at most (%s + maxSurge %v) x (database.maxConnections %d + 1 for readiness) = %d connections > database.connectionBudget %d. Lower database.maxConnections or the replica ceiling, or raise database.connectionBudget if RDS max_connections allows it (see docs/operations.md, 'Database connections')" $fullname $maxPods (ternary (printf "autoscaling.maxReplicas %d" (int .Values.autoscaling.maxReplicas)) (printf "replicaCount %d" (int .Values.replicaCount)) .Values.autoscaling.enabled) .Values.strategy.maxSurge (int $db.maxConnections) $needed (int $db.connectionBudget)) }}
 {{- end }}
 
 {{- /* Graceful shutdown must fit inside the grace period, or the kubelet kills in-flight work. */ -}}
