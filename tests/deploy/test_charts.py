@@ -39,8 +39,9 @@ def test_default_values_alone_refuse_to_render(chart):
 
 @pytest.mark.parametrize("chart", CHARTS)
 def test_missing_database_host_and_bucket_are_named(chart):
-    assert "database.host" in render_error(chart, {"database": {"existingSecret": "s"}, "storage": {"rawBucket": "raw-bucket"}})
-    assert "storage.rawBucket" in render_error(chart, {"database": {"existingSecret": "s", "host": "db"}})
+    auth = {"existingSecret": "k"}
+    assert "database.host" in render_error(chart, {"database": {"existingSecret": "s"}, "storage": {"rawBucket": "raw-bucket"}, "auth": auth})
+    assert "storage.rawBucket" in render_error(chart, {"database": {"existingSecret": "s", "host": "db"}, "auth": auth})
 
 
 @pytest.mark.parametrize(("chart", "max_replicas", "pool", "budget"), [("api-service", 15, 20, 200), ("data-ingestion", 10, 14, 150)])
