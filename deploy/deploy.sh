@@ -7,9 +7,10 @@
 #   addons     namespace, gp3 StorageClass (EBS CSI), metrics-server, Cluster Autoscaler,
 #              AWS Load Balancer Controller[, External Secrets Operator]
 #   monitoring kube-prometheus-stack (Grafana admin password from a Secret), rules, dashboard
-#   workloads  database Secret check, api-service and data-ingestion charts (migrations run
-#              as a pre-install/pre-upgrade hook), helm test
-#   verify     the design's "expected output": nodes, pods, services, ingress address, HPAs
+#   workloads  database and API keys Secret checks, api-service and data-ingestion charts
+#              (migrations run as a pre-install/pre-upgrade hook), helm test
+#   verify     the design's "expected output": nodes, pods, services, ingress address, HPAs,
+#              and that the data routes refuse a request without an API key
 #
 # Usage: deploy/deploy.sh [--dry-run] [--external-secrets] [STEP...]
 #        deploy/deploy.sh pin-addons     print the EKS add-on versions the cluster runs
@@ -80,6 +81,7 @@ do_cluster() {
     "RawBucketName=$RAW_BUCKET"
     "RawBucketKmsKeyArn=${RAW_BUCKET_KMS_KEY_ARN:-}"
     "DatabaseSecretArn=${DATABASE_SECRET_ARN:-}"
+    "ApiKeysSecretArn=${API_KEYS_SECRET_ARN:-}"
     "AdminRoleArn=${ADMIN_ROLE_ARN:-}"
     "VpcCniAddonVersion=$VPC_CNI_ADDON_VERSION"
     "CoreDnsAddonVersion=$COREDNS_ADDON_VERSION"
@@ -153,6 +155,12 @@ do_addons() {
     run kubectl apply -f "$REPO_ROOT/k8s/overlays/external-secrets/externalsecret.yaml"
     run kubectl wait externalsecret "$DB_SECRET_NAME" --namespace "$APP_NAMESPACE" \
       --for=condition=Ready --timeout 2m
+    if [ -n "${API_KEYS_SECRET_ARN:-}" ]; then
+      info "External Secrets: $API_KEYS_SECRET_NAME (API keys) from AWS Secrets Manager"
+      run kubectl apply -f "$REPO_ROOT/k8s/overlays/external-secrets/externalsecret-api-keys.yaml"
+      run kubectl wait externalsecret "$API_KEYS_SECRET_NAME" --namespace "$APP_NAMESPACE" \
+        --for=condition=Ready --timeout 2m
+    fi
   fi
 }
 
@@ -212,6 +220,33 @@ ensure_database_secret() {
   fi
 }
 
+# The API keys file (hashed entries from `<service> create-key`) as Secret $API_KEYS_SECRET_NAME:
+# synced by External Secrets, kept when it exists, else created once from API_KEYS_FILE. The
+# charts refuse to render without it; rotation edits the Secret (docs/operations.md, "API keys").
+ensure_api_keys_secret() {
+  if [ "$EXTERNAL_SECRETS" = 1 ] && [ -n "${API_KEYS_SECRET_ARN:-}" ]; then
+    info "API keys: Secret $API_KEYS_SECRET_NAME synced by External Secrets"
+    return 0
+  fi
+  if exists kubectl get secret "$API_KEYS_SECRET_NAME" --namespace "$APP_NAMESPACE"; then
+    info "API keys: Secret $API_KEYS_SECRET_NAME exists"
+    return 0
+  fi
+  if [ "$DRY_RUN" = 1 ]; then
+    run kubectl create secret generic "$API_KEYS_SECRET_NAME" --namespace "$APP_NAMESPACE" --from-file "keys.json=<API_KEYS_FILE: JSON array of create-key entries>"
+  elif [ -n "${API_KEYS_FILE:-}" ]; then
+    [ -r "$API_KEYS_FILE" ] || die "API_KEYS_FILE=$API_KEYS_FILE is not readable"
+    grep -q '"sha256"' "$API_KEYS_FILE" ||
+      die "API_KEYS_FILE=$API_KEYS_FILE holds no key entry: a JSON array of the {\"name\", \"scopes\", \"sha256\"} entries create-key prints"
+    if grep -Eq 'mrk_[A-Za-z0-9_-]{20,}' "$API_KEYS_FILE"; then
+      die "API_KEYS_FILE=$API_KEYS_FILE contains a plain API key (mrk_...): store only the hashed entries, never a key"
+    fi
+    run kubectl create secret generic "$API_KEYS_SECRET_NAME" --namespace "$APP_NAMESPACE" --from-file "keys.json=$API_KEYS_FILE"
+  else
+    die "Secret $APP_NAMESPACE/$API_KEYS_SECRET_NAME is missing: make keys with create-key, put the printed entries in a JSON array file and set API_KEYS_FILE=<file>, or use --external-secrets with API_KEYS_SECRET_ARN (docs/operations.md, \"API keys\")"
+  fi
+}
+
 # chart_release NAME ROLE_OUTPUT: install or upgrade one service chart, rolling back on failure.
 chart_release() {
   local chart=$1 role_output=$2 role registry vpc_cidr tag
@@ -234,6 +269,9 @@ chart_release() {
   if [ -n "${CERTIFICATE_ARN:-}" ]; then
     args+=(--set "ingress.certificateArn=$CERTIFICATE_ARN")
   fi
+  if [ -n "${WAF_ACL_ARN:-}" ]; then
+    args+=(--set "ingress.wafAclArn=$WAF_ACL_ARN")
+  fi
   run helm upgrade --install "$chart" "$REPO_ROOT/helm/$chart" "${args[@]}" --wait --atomic --timeout 10m
 }
 
@@ -243,6 +281,7 @@ do_workloads() {
   require_env RAW_BUCKET RDS_HOST
   [ -f "$REPO_ROOT/helm/api-service/values-$ENVIRONMENT.yaml" ] || die "no values file for ENVIRONMENT=$ENVIRONMENT"
   ensure_database_secret
+  ensure_api_keys_secret
   # api-service first: its pre-install/pre-upgrade hook migrates the schema both services use.
   chart_release api-service ApiServiceRoleArn
   chart_release data-ingestion DataIngestionRoleArn
@@ -261,25 +300,50 @@ do_verify() {
   run kubectl get hpa --namespace "$APP_NAMESPACE"
   run kubectl top nodes
   if [ "$DRY_RUN" = 1 ]; then
-    info "(a real run also checks: ALB address assigned, /api/health and /ingest/health answer, HPA targets known)"
+    info "(a real run also checks: ALB address assigned, /api/health and /ingest/health answer, /api/robots and /ingest/stats refuse a request without a key, HPA targets known)"
     return 0
   fi
-  local address failures=0 hpa current
+  local address failures=0 hpa current scheme=http code
+  local tls=()
+  if [ -n "${CERTIFICATE_ARN:-}" ]; then
+    # The ALB's own DNS name is not on the certificate: this checks the listener and routing.
+    scheme=https
+    tls=(--insecure)
+  fi
   address=$(kubectl get ingress api-service --namespace "$APP_NAMESPACE" -o jsonpath='{.status.loadBalancer.ingress[0].hostname}' || true)
   if [ -z "$address" ]; then
     warn "the ALB has no address yet (kubectl -n kube-system logs deploy/aws-load-balancer-controller)"
     failures=$((failures + 1))
   else
-    info "ALB: http://$address  (GET /api/health, /ingest/health)"
+    info "ALB: $scheme://$address  (GET /api/health, /ingest/health)"
     local path
     for path in /api/health /ingest/health; do
-      if curl --fail --silent --show-error --max-time 10 "http://$address$path" >/dev/null; then
+      if curl --fail --silent --show-error --max-time 10 ${tls[@]+"${tls[@]}"} "$scheme://$address$path" >/dev/null; then
         info "$path answers"
       else
         warn "$path does not answer through the ALB yet (targets registering?)"
         failures=$((failures + 1))
       fi
     done
+    # Authentication: a data route without a key must be refused (401), never served.
+    for path in /api/robots /ingest/stats; do
+      code=$(curl --silent --output /dev/null --write-out '%{http_code}' --max-time 10 ${tls[@]+"${tls[@]}"} "$scheme://$address$path" || true)
+      if [ "$code" = 401 ]; then
+        info "$path without an API key: 401"
+      else
+        warn "$path without an API key answered $code, expected 401 (is auth.enabled false?)"
+        failures=$((failures + 1))
+      fi
+    done
+    if [ "$scheme" = https ]; then
+      code=$(curl --silent --output /dev/null --write-out '%{http_code}' --max-time 10 "http://$address/api/health" || true)
+      if [ "$code" = 301 ]; then
+        info "HTTP redirects to HTTPS"
+      else
+        warn "http://$address/api/health answered $code, expected the 301 redirect to HTTPS"
+        failures=$((failures + 1))
+      fi
+    fi
   fi
   for hpa in api-service data-ingestion; do
     current=$(kubectl get hpa "$hpa" --namespace "$APP_NAMESPACE" -o jsonpath='{.status.currentMetrics[*].resource.current.averageUtilization}' || true)

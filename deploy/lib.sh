@@ -19,6 +19,8 @@ NETWORK_STACK=${NETWORK_STACK:-medrobotics-network}
 APP_NAMESPACE=medrobotics
 MONITORING_NAMESPACE=monitoring
 DB_SECRET_NAME=${DB_SECRET_NAME:-medrobotics-db}
+# The API keys Secret the values files and k8s/base name (key keys.json).
+API_KEYS_SECRET_NAME=medrobotics-api-keys
 EXTERNAL_SECRETS=${EXTERNAL_SECRETS:-0}
 DRY_RUN=${DRY_RUN:-0}
 # Placeholder account used when printing a dry run without AWS credentials.

@@ -18,6 +18,7 @@ import deploycheck  # noqa: E402
 REQUIRED = {
     "database": {"host": "db.example.internal", "existingSecret": "medrobotics-db"},
     "storage": {"rawBucket": "medrobotics-raw-example"},
+    "auth": {"existingSecret": "medrobotics-api-keys"},
 }
 
 

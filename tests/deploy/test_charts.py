@@ -39,8 +39,9 @@ def test_default_values_alone_refuse_to_render(chart):
 
 @pytest.mark.parametrize("chart", CHARTS)
 def test_missing_database_host_and_bucket_are_named(chart):
-    assert "database.host" in render_error(chart, {"database": {"existingSecret": "s"}, "storage": {"rawBucket": "raw-bucket"}})
-    assert "storage.rawBucket" in render_error(chart, {"database": {"existingSecret": "s", "host": "db"}})
+    auth = {"existingSecret": "k"}
+    assert "database.host" in render_error(chart, {"database": {"existingSecret": "s"}, "storage": {"rawBucket": "raw-bucket"}, "auth": auth})
+    assert "storage.rawBucket" in render_error(chart, {"database": {"existingSecret": "s", "host": "db"}, "auth": auth})
 
 
 @pytest.mark.parametrize(("chart", "max_replicas", "pool", "budget"), [("api-service", 15, 20, 200), ("data-ingestion", 10, 14, 150)])
@@ -159,11 +160,212 @@ def test_ingress_is_an_internet_facing_alb_with_ip_targets_and_15s_health_checks
     assert delay < 45
 
 
+CERT = "arn:aws:acm:us-east-1:111122223333:certificate/11111111-2222-3333-4444-555555555555"
+WAF = "arn:aws:wafv2:us-east-1:111122223333:regional/webacl/medrobotics/a1b2c3d4-5678-90ab-cdef-111122223333"
+ALB = "alb.ingress.kubernetes.io/"
+
+
+def ingress_annotations(chart: str, ingress: dict | None = None) -> dict:
+    return one(render(chart, {"ingress": ingress or {}}), "Ingress")["metadata"]["annotations"]
+
+
 @pytest.mark.parametrize("chart", CHARTS)
-def test_tls_listener_when_a_certificate_is_given(chart):
-    ann = one(render(chart, {"ingress": {"certificateArn": "arn:aws:acm:us-east-1:111122223333:certificate/x"}}), "Ingress")["metadata"]["annotations"]
-    assert ann["alb.ingress.kubernetes.io/ssl-redirect"] == "443"
-    assert '"HTTPS": 443' in ann["alb.ingress.kubernetes.io/listen-ports"]
+def test_https_with_redirect_and_a_current_tls_policy_when_a_certificate_is_given(chart):
+    ann = ingress_annotations(chart, {"certificateArn": CERT})
+    assert ann[ALB + "certificate-arn"] == CERT
+    assert json.loads(ann[ALB + "listen-ports"]) == [{"HTTP": 80}, {"HTTPS": 443}]
+    assert ann[ALB + "ssl-redirect"] == "443"
+    assert ann[ALB + "ssl-policy"] == "ELBSecurityPolicy-TLS13-1-2-2021-06"
+    assert ALB + "wafv2-acl-arn" not in ann
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_http_only_without_a_certificate(chart):
+    ann = ingress_annotations(chart)
+    assert json.loads(ann[ALB + "listen-ports"]) == [{"HTTP": 80}]
+    for key in ("certificate-arn", "ssl-redirect", "ssl-policy", "wafv2-acl-arn"):
+        assert ALB + key not in ann, key
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_waf_acl_is_attached_when_given_with_or_without_tls(chart):
+    assert ingress_annotations(chart, {"wafAclArn": WAF})[ALB + "wafv2-acl-arn"] == WAF
+    ann = ingress_annotations(chart, {"wafAclArn": WAF, "certificateArn": CERT, "sslPolicy": "ELBSecurityPolicy-TLS13-1-3-2021-06"})
+    assert ann[ALB + "wafv2-acl-arn"] == WAF and ann[ALB + "ssl-policy"] == "ELBSecurityPolicy-TLS13-1-3-2021-06"
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+@pytest.mark.parametrize(("ingress", "where"), [
+    ({"sslPolicy": "ELBSecurityPolicy-2016-08"}, "ingress/sslPolicy"),           # allows TLS 1.0
+    ({"sslPolicy": "ELBSecurityPolicy-TLS-1-1-2017-01"}, "ingress/sslPolicy"),   # allows TLS 1.1
+    ({"sslPolicy": "ELBSecurityPolicy-TLS13-1-1-2021-06"}, "ingress/sslPolicy"),
+    ({"certificateArn": "arn:aws:iam::111122223333:server-certificate/x"}, "ingress/certificateArn"),
+    ({"wafAclArn": "arn:aws:waf-regional:us-east-1:111122223333:webacl/x"}, "ingress/wafAclArn"),
+])
+def test_schema_refuses_old_tls_policies_and_malformed_arns(chart, ingress, where):
+    assert where in render_error(chart, deploycheck.deep_merge(REQUIRED, {"ingress": ingress}))
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+@pytest.mark.parametrize("key", ["listen-ports", "certificate-arn", "ssl-redirect", "wafv2-acl-arn", "scheme"])
+def test_listener_tls_and_waf_annotations_come_only_from_the_values(chart, key):
+    message = render_error(chart, deploycheck.deep_merge(REQUIRED, {"ingress": {"annotations": {ALB + key: "x"}}}))
+    assert f"ingress.annotations.{ALB}{key} is set by the chart" in message
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_metrics_stays_unrouted_with_https_and_waf(chart):
+    ing = one(render(chart, {"ingress": {"certificateArn": CERT, "wafAclArn": WAF, "host": "robots.example.org"}}), "Ingress")
+    assert [p["path"] for r in ing["spec"]["rules"] for p in r["http"]["paths"]] == [PREFIX[chart]]
+
+
+# --- API keys ----------------------------------------------------------------------------------
+
+
+def without_auth_secret() -> dict:
+    values = deploycheck.deep_merge(REQUIRED, {})
+    values.pop("auth")
+    return values
+
+
+def pod(objs: list[dict]) -> dict:
+    return one(objs, "Deployment")["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_rendering_without_the_api_keys_secret_fails_with_a_clear_message(chart):
+    message = render_error(chart, without_auth_secret())
+    assert f"{chart}: API keys are required (auth.enabled is true)" in message
+    for hint in ("auth.existingSecret", '"keys.json" (auth.secretKey)', f"{chart} create-key",
+                 "auth.externalSecret.enabled=true", "auth.enabled=false"):
+        assert hint in message, hint
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_auth_is_on_by_default_with_the_keys_file_mounted_read_only_from_the_secret(chart):
+    assert load_yaml(f"helm/{chart}/values.yaml")["auth"]["enabled"] is True
+    objs = render(chart)
+    data = one(objs, "ConfigMap")["data"]
+    assert data["APP_AUTH__ENABLED"] == "true"
+    assert data["APP_AUTH__KEYS_FILE"] == "/etc/medrobotics/auth/keys.json"
+    assert (data["APP_AUTH__RELOAD_SECS"], data["APP_AUTH__RATE_LIMIT_PER_SEC"], data["APP_AUTH__RATE_LIMIT_BURST"]) == ("10", "100", "200")
+    assert "APP_AUTH__KEYS" not in data
+    spec = pod(objs)
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "api-keys"]
+    assert volume["secret"] == {"secretName": "medrobotics-api-keys", "items": [{"key": "keys.json", "path": "keys.json"}],
+                                "defaultMode": 0o440}
+    (mount,) = [m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "api-keys"]
+    # No subPath: the kubelet refreshes the file when the Secret changes (rotation without restart).
+    assert mount == {"name": "api-keys", "mountPath": "/etc/medrobotics/auth", "readOnly": True}
+    assert data["APP_AUTH__KEYS_FILE"] == f"{mount['mountPath']}/{volume['secret']['items'][0]['path']}"
+    # The key material never comes from values: the chart creates no Secret.
+    assert not by_kind(objs, "Secret")
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_secret_key_mount_path_reload_and_rate_limits_are_values(chart):
+    objs = render(chart, {"auth": {"secretKey": "api-keys.json", "mountPath": "/var/run/keys", "reloadSeconds": 30,
+                                   "rateLimit": {"perSecond": 2.5, "burst": 5}}})
+    data = one(objs, "ConfigMap")["data"]
+    assert data["APP_AUTH__KEYS_FILE"] == "/var/run/keys/keys.json"
+    assert (data["APP_AUTH__RELOAD_SECS"], data["APP_AUTH__RATE_LIMIT_PER_SEC"], data["APP_AUTH__RATE_LIMIT_BURST"]) == ("30", "2.5", "5")
+    (volume,) = [v for v in pod(objs)["volumes"] if v["name"] == "api-keys"]
+    assert volume["secret"]["items"] == [{"key": "api-keys.json", "path": "keys.json"}]
+    assert one(render(chart, {"auth": {"rateLimit": {"perSecond": 0}}}), "ConfigMap")["data"]["APP_AUTH__RATE_LIMIT_PER_SEC"] == "0"
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_auth_disabled_explicitly_renders_without_a_secret_and_notes_warn(chart):
+    values = deploycheck.deep_merge(without_auth_secret(), {"auth": {"enabled": False}})
+    objs = render_raw(chart, values)
+    data = one(objs, "ConfigMap")["data"]
+    assert data["APP_AUTH__ENABLED"] == "false"
+    assert not [k for k in data if k.startswith("APP_AUTH__") and k != "APP_AUTH__ENABLED"]
+    assert not [v for v in pod(objs)["volumes"] if v["name"] == "api-keys"]
+    notes = deploycheck.render_chart(chart, values, include_notes=True)[f"{chart}/templates/NOTES.txt"]
+    assert "WARNING: auth.enabled is false: API key authentication is OFF" in notes
+    assert "(through the internet-facing ALB)" in notes
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_notes_name_the_keys_secret_and_warn_about_keys_over_plain_http(chart):
+    notes = deploycheck.render_chart(chart, REQUIRED, include_notes=True)[f"{chart}/templates/NOTES.txt"]
+    assert 'Secret "medrobotics-api-keys", key "keys.json"' in notes
+    assert f"{chart} create-key --name <client> --scope {'read' if chart == 'api-service' else 'ingest'}" in notes
+    assert "API keys cross the internet in clear text" in notes
+    notes = deploycheck.render_chart(chart, deploycheck.deep_merge(REQUIRED, {"ingress": {"certificateArn": CERT}}),
+                                     include_notes=True)[f"{chart}/templates/NOTES.txt"]
+    assert "clear text" not in notes and f"curl https://<that address>{PREFIX[chart]}/health" in notes
+    assert "WARNING: auth" not in notes
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_api_keys_external_secret_feeds_the_volume(chart):
+    values = deploycheck.deep_merge(without_auth_secret(), {"auth": {"externalSecret": {"enabled": True}}})
+    objs = render_raw(chart, values)
+    es = one(objs, "ExternalSecret", f"{chart}-api-keys")
+    assert not is_hook(es)
+    assert es["spec"]["target"] == {"name": f"{chart}-api-keys", "creationPolicy": "Owner", "deletionPolicy": "Retain"}
+    assert es["spec"]["data"] == [{"secretKey": "keys.json", "remoteRef": {"key": "medrobotics/api-keys"}}]
+    assert es["spec"]["secretStoreRef"] == {"name": "aws-secretsmanager", "kind": "SecretStore"}
+    (volume,) = [v for v in pod(objs)["volumes"] if v["name"] == "api-keys"]
+    assert volume["secret"]["secretName"] == f"{chart}-api-keys"
+    # auth.existingSecret names the Secret the ExternalSecret writes.
+    objs = render(chart, {"auth": {"existingSecret": "keys", "externalSecret": {"enabled": True}}})
+    assert one(objs, "ExternalSecret", "keys")["spec"]["target"]["name"] == "keys"
+    # Off by default, and never without authentication.
+    assert not [o for o in by_kind(render(chart), "ExternalSecret")]
+    off = deploycheck.deep_merge(values, {"auth": {"enabled": False}})
+    assert not by_kind(render_raw(chart, off), "ExternalSecret")
+
+
+def test_the_migration_job_needs_no_api_keys():
+    job = one(render("api-service"), "Job")["spec"]["template"]["spec"]
+    assert [v["name"] for v in job.get("volumes", [])] == ["tmp"]
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+@pytest.mark.parametrize(("values", "message"), [
+    ({"config": {"extra": {"APP_AUTH__ENABLED": "false"}}}, "config.extra.APP_AUTH__ENABLED: authentication is configured with the auth values"),
+    ({"config": {"extra": {"APP_AUTH__KEYS": "[]"}}}, "config.extra.APP_AUTH__KEYS: authentication is configured with the auth values"),
+    ({"extraEnv": [{"name": "APP_AUTH__ENABLED", "value": "false"}]}, "extraEnv APP_AUTH__ENABLED: authentication is configured"),
+    ({"extraEnv": [{"name": "APP_AUTH__KEYS", "valueFrom": {"secretKeyRef": {"name": "k", "key": "k"}}}]}, "extraEnv APP_AUTH__KEYS"),
+    ({"config": {"extra": {"RDS_PASSWORD": "hunter2"}}}, "config.extra.RDS_PASSWORD looks like a secret"),
+    ({"config": {"extra": {"DATABASE_URL": "postgres://u:p@h/d"}}}, "config.extra.DATABASE_URL looks like a secret"),
+    ({"config": {"extra": {"AWS_SECRET_ACCESS_KEY": "x"}}}, "config.extra.AWS_SECRET_ACCESS_KEY looks like a secret"),
+    ({"config": {"extra": {"RUST_LOG": "debug"}}}, "config.extra.RUST_LOG is set by the chart"),
+    ({"extraEnv": [{"name": "RDS_PASSWORD", "value": "hunter2"}]}, "extraEnv RDS_PASSWORD has a literal value"),
+    ({"auth": {"mountPath": "/tmp"}}, "auth.mountPath must not be /tmp"),
+])
+def test_secrets_and_auth_settings_cannot_bypass_the_values(chart, values, message):
+    assert message in render_error(chart, deploycheck.deep_merge(REQUIRED, values))
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_secrets_may_come_through_extra_env_from_a_secret(chart):
+    ref = {"name": "OTHER_API_TOKEN", "valueFrom": {"secretKeyRef": {"name": "other", "key": "token"}}}
+    env = {e["name"]: e for e in pod(render(chart, {"extraEnv": [ref]}))["containers"][0]["env"]}
+    assert env["OTHER_API_TOKEN"] == ref
+
+
+def test_auth_is_on_everywhere_unless_a_scenario_disables_it(scenario_renders, overlay_renders):
+    seen = 0
+    for chart, name, objs in scenario_renders:
+        values = dict(deploycheck.scenarios(chart))[name]
+        enabled = values.get("auth", {}).get("enabled", True)
+        assert one(objs, "ConfigMap")["data"]["APP_AUTH__ENABLED"] == str(enabled).lower(), (chart, name)
+        assert bool([v for v in pod(objs).get("volumes", []) if v["name"] == "api-keys"]) == enabled, (chart, name)
+        seen += 1
+    assert [n for c, n, _ in scenario_renders if c == "api-service" and dict(deploycheck.scenarios(c))[n].get("auth", {}).get("enabled") is False] == ["ci-minimal-values"]
+    for overlay, objs in overlay_renders.items():
+        for dep in [o for o in objs if o["kind"] == "Deployment"]:
+            seen += 1
+            cm = next(o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith(dep["metadata"]["name"]))
+            assert cm["data"]["APP_AUTH__ENABLED"] == "true", overlay
+            assert cm["data"]["APP_AUTH__KEYS_FILE"] == "/etc/medrobotics/auth/keys.json", overlay
+            (mount,) = [m for m in dep["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] if m["name"] == "api-keys"]
+            assert mount["readOnly"] is True and "subPath" not in mount, overlay
+    assert seen >= 20
 
 
 # --- invariants over every scenario and overlay -------------------------------------------------

@@ -144,13 +144,20 @@ def test_argocd_application_points_at_an_overlay_that_exists():
     assert app["spec"]["project"] == one(kustomize("overlays/argocd"), "AppProject")["metadata"]["name"]
 
 
-def test_external_secrets_overlay_produces_the_secret_the_workloads_read():
+def test_external_secrets_overlay_produces_the_secrets_the_workloads_read():
     objs = kustomize("overlays/external-secrets")
-    es = one(objs, "ExternalSecret")
+    db = one(objs, "ExternalSecret", "medrobotics-db")
+    keys = one(objs, "ExternalSecret", "medrobotics-api-keys")
     store = one(objs, "SecretStore")
-    assert es["spec"]["secretStoreRef"] == {"name": store["metadata"]["name"], "kind": "SecretStore"}
+    for es in (db, keys):
+        assert es["spec"]["secretStoreRef"] == {"name": store["metadata"]["name"], "kind": "SecretStore"}
     sa = store["spec"]["provider"]["aws"]["auth"]["jwt"]["serviceAccountRef"]["name"]
     assert one(objs, "ServiceAccount", sa)["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith("external-secrets")
+    (item,) = keys["spec"]["data"]
     for dep in [o for o in objs if o["kind"] == "Deployment"]:
-        refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
-        assert refs == {es["spec"]["target"]["name"]}
+        pod = dep["spec"]["template"]["spec"]
+        refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in pod["containers"][0]["env"]}
+        assert refs == {db["spec"]["target"]["name"]}
+        (volume,) = [v for v in pod["volumes"] if "secret" in v]
+        assert volume["secret"]["secretName"] == keys["spec"]["target"]["name"]
+        assert [i["key"] for i in volume["secret"]["items"]] == [item["secretKey"]]

@@ -40,6 +40,8 @@ ACTIONS = {
     "monitoring": r"^helm upgrade --install prometheus ",
     "monitoring-objects": r"^kubectl apply -k \S+/k8s/monitoring$",
     "db-secret": r"^kubectl create secret generic medrobotics-db ",
+    "api-keys-secret": r"^kubectl create secret generic medrobotics-api-keys ",
+    "api-keys-externalsecret": r"^kubectl apply -f \S+/externalsecret-api-keys.yaml$",
     "api-service": r"^helm upgrade --install api-service ",
     "data-ingestion": r"^helm upgrade --install data-ingestion ",
     "helm-test": r"^helm test ",
@@ -97,7 +99,7 @@ def test_deploy_dry_run_takes_every_action_in_order():
         "images-stack", "cluster-stack", "ebs-csi-active", "kubeconfig",
         "namespace", "ebs-csi-active", "storageclass", "metrics-server", "cluster-autoscaler", "lb-controller",
         "grafana-secret", "monitoring", "monitoring-objects",
-        "db-secret", "api-service", "data-ingestion", "helm-test",
+        "db-secret", "api-keys-secret", "api-service", "data-ingestion", "helm-test",
         "verify",
     ]
 
@@ -108,6 +110,18 @@ def test_deploy_with_external_secrets_installs_the_operator_before_the_workloads
     order = actions(proc.stdout)
     assert order.index("lb-controller") < order.index("external-secrets") < order.index("secretstore") < order.index("api-service")
     assert "db-secret" not in order
+    # Without API_KEYS_SECRET_ARN the API keys stay a Kubernetes Secret.
+    assert "api-keys-externalsecret" not in order and "api-keys-secret" in order
+
+
+def test_deploy_syncs_the_api_keys_too_when_their_secret_arn_is_given():
+    arn = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:medrobotics/api-keys-AbCdEf"
+    proc = dry_run("deploy.sh", "--external-secrets", env={"API_KEYS_SECRET_ARN": arn})
+    assert proc.returncode == 0, proc.stderr
+    order = actions(proc.stdout)
+    assert order.index("secretstore") < order.index("api-keys-externalsecret") < order.index("api-service")
+    assert "api-keys-secret" not in order
+    assert f"ApiKeysSecretArn={arn}" in proc.stdout
 
 
 def test_install_order_storage_and_metrics_before_monitoring_controller_before_ingress():
@@ -149,6 +163,18 @@ def test_deploy_passes_the_charts_exactly_the_injected_values():
     assert keys == deploycheck.DEPLOY_INJECTED_KEYS
     assert "--values " + str(ROOT / "helm/api-service/values-prod.yaml") in cmd
     assert "--atomic" in cmd and "--wait" in cmd
+
+
+def test_certificate_and_waf_acl_reach_both_charts_only_when_given():
+    cert = "arn:aws:acm:eu-west-1:111122223333:certificate/11111111-2222-3333-4444-555555555555"
+    waf = "arn:aws:wafv2:eu-west-1:111122223333:regional/webacl/medrobotics/a1b2c3d4-5678-90ab-cdef-111122223333"
+    releases = [c for c in commands(dry_run("deploy.sh", "workloads", env={"CERTIFICATE_ARN": cert, "WAF_ACL_ARN": waf}).stdout)
+                if c.startswith("helm upgrade --install ") and "/helm/" in c]
+    assert len(releases) == 2
+    for cmd in releases:
+        assert f"--set ingress.certificateArn={cert}" in cmd and f"--set ingress.wafAclArn={waf}" in cmd
+    for cmd in commands(dry_run("deploy.sh", "workloads").stdout):
+        assert "ingress.certificateArn" not in cmd and "ingress.wafAclArn" not in cmd
 
 
 def test_every_external_chart_is_pinned_from_versions_env():
@@ -208,3 +234,58 @@ def test_usage_and_unknown_arguments():
     assert "Usage: deploy/deploy.sh" in subprocess.run([str(ROOT / "deploy/deploy.sh"), "--help"], capture_output=True, text=True, check=True).stdout
     proc = subprocess.run([str(ROOT / "deploy/deploy.sh"), "--bogus"], capture_output=True, text=True, check=False)
     assert proc.returncode != 0 and "unknown argument: --bogus" in proc.stderr
+
+
+def fake_cluster(tmp_path: Path, secrets: set[str]) -> tuple[str, Path]:
+    """fake_bin plus aws/kubectl/helm that log every call to calls.log; `kubectl get secret X`
+    succeeds only for the Secrets named."""
+    bin_dir = Path(fake_bin(tmp_path, {}))
+    log = tmp_path / "calls.log"
+    (bin_dir / "aws").write_text('#!/bin/bash\necho "aws $*" >>"$CALLS"\necho 111122223333\n')
+    (bin_dir / "helm").write_text('#!/bin/bash\necho "helm $*" >>"$CALLS"\n')
+    (bin_dir / "kubectl").write_text(
+        '#!/bin/bash\necho "kubectl $*" >>"$CALLS"\n'
+        'if [ "$1 $2" = "get secret" ]; then case " $SECRETS " in *" $3 "*) exit 0 ;; *) exit 1 ;; esac; fi\n')
+    for tool in ("aws", "helm", "kubectl"):
+        (bin_dir / tool).chmod(0o755)
+    return str(bin_dir), log
+
+
+def run_workloads(tmp_path: Path, secrets: set[str], env: dict) -> tuple[subprocess.CompletedProcess, list[str]]:
+    path, log = fake_cluster(tmp_path, secrets)
+    proc = subprocess.run(["bash", str(ROOT / "deploy/deploy.sh"), "workloads"], capture_output=True, text=True,
+                          env={**ENV, "PATH": path, "HOME": str(tmp_path), "CALLS": str(log),
+                               "SECRETS": " ".join(sorted(secrets)), **env}, check=False, timeout=60)
+    return proc, (log.read_text().splitlines() if log.exists() else [])
+
+
+def test_workloads_refuse_to_install_without_the_api_keys_secret(tmp_path):
+    proc, calls = run_workloads(tmp_path, {"medrobotics-db"}, {})
+    assert proc.returncode != 0
+    assert "Secret medrobotics/medrobotics-api-keys is missing" in proc.stderr
+    assert "create-key" in proc.stderr and "API_KEYS_FILE" in proc.stderr
+    assert not [c for c in calls if c.startswith("helm upgrade")]
+
+
+def test_workloads_refuse_an_api_keys_file_holding_a_plain_key(tmp_path):
+    keys = tmp_path / "keys.json"
+    keys.write_text('[{"name": "dashboard", "scopes": ["read"], "sha256": "' + "ab" * 32 + '"}, "mrk_' + "A" * 43 + '"]')
+    proc, calls = run_workloads(tmp_path, {"medrobotics-db"}, {"API_KEYS_FILE": str(keys)})
+    assert proc.returncode != 0 and "contains a plain API key" in proc.stderr
+    assert not [c for c in calls if "create secret" in c]
+
+
+def test_workloads_create_the_api_keys_secret_once_from_the_file_then_keep_it(tmp_path):
+    keys = tmp_path / "keys.json"
+    keys.write_text('[{"name": "dashboard", "scopes": ["read"], "sha256": "' + "ab" * 32 + '"}]\n')
+    proc, calls = run_workloads(tmp_path, {"medrobotics-db"}, {"API_KEYS_FILE": str(keys)})
+    assert proc.returncode == 0, proc.stderr
+    (create,) = [c for c in calls if "create secret" in c]
+    assert create == f"kubectl create secret generic medrobotics-api-keys --namespace medrobotics --from-file keys.json={keys}"
+    assert calls.index(create) < min(i for i, c in enumerate(calls) if c.startswith("helm upgrade"))
+    again = tmp_path / "again"
+    again.mkdir()
+    proc, calls = run_workloads(again, {"medrobotics-db", "medrobotics-api-keys"}, {"API_KEYS_FILE": str(keys)})
+    assert proc.returncode == 0, proc.stderr
+    assert "API keys: Secret medrobotics-api-keys exists" in proc.stdout
+    assert not [c for c in calls if "create secret" in c]

@@ -1,7 +1,9 @@
 {{/*
-The service environment (docs: DESIGN.md "Configuration"). configData is a YAML map of
-variable name -> string; the ConfigMap, the checksum/config annotation and the migration
-Job (which runs before the ConfigMap exists) all read it, so they cannot disagree.
+The service environment (README.md "Configuration reference"). configData is a YAML map of
+variable name -> string, and never holds a secret (the render refuses secret-looking names
+in config.extra; tests/deploy/test_secrets.py scans every rendering). The ConfigMap, the
+checksum/config annotation and the migration Job (which runs before the ConfigMap exists)
+all read it, so they cannot disagree.
 Unset optional values are left out so the service's built-in defaults apply.
 */}}
 {{- define "medrobotics-lib.configData" -}}
@@ -33,6 +35,18 @@ Unset optional values are left out so the service's built-in defaults apply.
 {{- if not (kindIs "invalid" .groupMaxBytes) }}{{ $_ := set $data "APP_INGEST__GROUP_MAX_BYTES" (toString .groupMaxBytes) }}{{ end }}
 {{- if not (kindIs "invalid" .maxPendingBytes) }}{{ $_ := set $data "APP_INGEST__MAX_PENDING_BYTES" (toString .maxPendingBytes) }}{{ end }}
 {{- if not (kindIs "invalid" .idempotencyTtlSecs) }}{{ $_ := set $data "APP_INGEST__IDEMPOTENCY_TTL_SECS" (toString .idempotencyTtlSecs) }}{{ end }}
+{{- end }}
+{{- /* API keys: the keys file comes from the Secret volume (never from a value); off only
+when auth.enabled is false, which the service logs at startup and NOTES.txt warns about. */ -}}
+{{- $auth := .Values.auth }}
+{{- if $auth.enabled }}
+{{- $_ := set $data "APP_AUTH__ENABLED" "true" }}
+{{- $_ := set $data "APP_AUTH__KEYS_FILE" (include "medrobotics-lib.authKeysFile" .) }}
+{{- $_ := set $data "APP_AUTH__RELOAD_SECS" (toString $auth.reloadSeconds) }}
+{{- $_ := set $data "APP_AUTH__RATE_LIMIT_PER_SEC" (toString $auth.rateLimit.perSecond) }}
+{{- $_ := set $data "APP_AUTH__RATE_LIMIT_BURST" (toString $auth.rateLimit.burst) }}
+{{- else }}
+{{- $_ := set $data "APP_AUTH__ENABLED" "false" }}
 {{- end }}
 {{- range $k, $v := .Values.config.extra }}{{ $_ := set $data $k (toString $v) }}{{ end }}
 {{- toYaml $data }}

@@ -1,6 +1,7 @@
 {{/*
 Deployment. Probes: startup and liveness on /health (process only, never the database),
-readiness on /ready (database, object store; 503 from the first SIGTERM). There is no
+readiness on /ready (database, object store; 503 from the first SIGTERM); probes and
+/metrics need no API key. The API keys file is a read-only Secret volume. There is no
 preStop hook: the image has no shell, and the service itself keeps serving for
 server.drainDelaySeconds after SIGTERM while the ALB deregisters the pod.
 */}}
@@ -97,22 +98,39 @@ spec:
             {{- toYaml .Values.resources | nindent 12 }}
           securityContext:
             {{- toYaml .Values.securityContext | nindent 12 }}
-          {{- if or .Values.tmpVolume.enabled .Values.extraVolumeMounts }}
+          {{- if or .Values.tmpVolume.enabled .Values.auth.enabled .Values.extraVolumeMounts }}
           volumeMounts:
             {{- if .Values.tmpVolume.enabled }}
             - name: tmp
               mountPath: /tmp
             {{- end }}
+            {{- if .Values.auth.enabled }}
+            # The API keys file (APP_AUTH__KEYS_FILE), without subPath so that the kubelet
+            # refreshes it when the Secret changes and the service re-reads it (rotation).
+            - name: api-keys
+              mountPath: {{ .Values.auth.mountPath }}
+              readOnly: true
+            {{- end }}
             {{- with .Values.extraVolumeMounts }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
           {{- end }}
-      {{- if or .Values.tmpVolume.enabled .Values.extraVolumes }}
+      {{- if or .Values.tmpVolume.enabled .Values.auth.enabled .Values.extraVolumes }}
       volumes:
         {{- if .Values.tmpVolume.enabled }}
         - name: tmp
           emptyDir:
             sizeLimit: {{ .Values.tmpVolume.sizeLimit }}
+        {{- end }}
+        {{- if .Values.auth.enabled }}
+        - name: api-keys
+          secret:
+            secretName: {{ include "medrobotics-lib.authSecretName" . }}
+            items:
+              - key: {{ .Values.auth.secretKey }}
+                path: keys.json
+            # Read-only for the pod's group (fsGroup), nobody else.
+            defaultMode: 0440
         {{- end }}
         {{- with .Values.extraVolumes }}
         {{- toYaml . | nindent 8 }}

@@ -35,3 +35,36 @@ spec:
         key: {{ $es.remoteKey }}
 {{- end }}
 {{- end }}
+
+{{/*
+ExternalSecret for the API keys file: the Secrets Manager secret's whole string (the JSON
+array of {name, scopes, sha256} entries) becomes key auth.secretKey of the Secret the pods
+mount. A regular release object (nothing reads it before the Deployment; a pod waits for its
+volume until the first sync). It refreshes every auth.externalSecret.refreshInterval, then
+the kubelet updates the mounted file and the service re-reads it: rotation needs no restart.
+*/}}
+{{- define "medrobotics-lib.authExternalSecret" -}}
+{{- if and .Values.auth.enabled .Values.auth.externalSecret.enabled -}}
+{{- $es := .Values.auth.externalSecret -}}
+apiVersion: external-secrets.io/v1
+kind: ExternalSecret
+metadata:
+  name: {{ include "medrobotics-lib.authSecretName" . }}
+  namespace: {{ .Release.Namespace }}
+  labels:
+    {{- include "medrobotics-lib.labels" . | nindent 4 }}
+spec:
+  refreshInterval: {{ $es.refreshInterval }}
+  secretStoreRef:
+    name: {{ $es.secretStoreRef.name }}
+    kind: {{ $es.secretStoreRef.kind }}
+  target:
+    name: {{ include "medrobotics-lib.authSecretName" . }}
+    creationPolicy: Owner
+    deletionPolicy: Retain
+  data:
+    - secretKey: {{ .Values.auth.secretKey }}
+      remoteRef:
+        key: {{ $es.remoteKey }}
+{{- end }}
+{{- end }}

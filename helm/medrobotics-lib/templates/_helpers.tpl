@@ -80,6 +80,24 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
+Name of the Secret holding the API keys file: auth.existingSecret, else the one the chart's
+ExternalSecret creates (<fullname>-api-keys), else empty (the chart refuses to render while
+auth.enabled is true). The chart never creates key material from values.
+*/}}
+{{- define "medrobotics-lib.authSecretName" -}}
+{{- if .Values.auth.existingSecret }}
+{{- .Values.auth.existingSecret }}
+{{- else if .Values.auth.externalSecret.enabled }}
+{{- printf "%s-api-keys" (include "medrobotics-lib.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/* Where the service reads its keys (APP_AUTH__KEYS_FILE): the Secret volume's keys.json. */}}
+{{- define "medrobotics-lib.authKeysFile" -}}
+{{- printf "%s/keys.json" (trimSuffix "/" .Values.auth.mountPath) }}
+{{- end }}
+
+{{/*
 Pods the service can run at once: the HPA ceiling (or the fixed replica count) plus the
 rolling-update surge. maxSurge may be an integer or a percentage (rounded up, as the
 Deployment controller does).

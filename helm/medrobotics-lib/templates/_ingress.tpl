@@ -1,7 +1,10 @@
 {{/*
 ALB Ingress for the service's own prefix. Both charts join one IngressGroup, so the AWS
 Load Balancer Controller builds a single internet-facing ALB with /api and /ingest rules;
-anything else (including /metrics) gets the ALB's default 404.
+anything else (including /metrics) gets the ALB's default 404. With ingress.certificateArn
+the ALB serves HTTPS on 443 (ingress.sslPolicy) and redirects 80 there; without it, HTTP only.
+ingress.wafAclArn attaches a WAFv2 web ACL. Certificate, TLS policy and ACL apply to the
+whole shared ALB: give both charts the same values.
 */}}
 {{- define "medrobotics-lib.ingress" -}}
 {{- if .Values.ingress.enabled -}}
@@ -34,6 +37,9 @@ metadata:
     alb.ingress.kubernetes.io/ssl-policy: {{ $ing.sslPolicy | quote }}
     {{- else }}
     alb.ingress.kubernetes.io/listen-ports: '[{"HTTP": 80}]'
+    {{- end }}
+    {{- with $ing.wafAclArn }}
+    alb.ingress.kubernetes.io/wafv2-acl-arn: {{ . | quote }}
     {{- end }}
     {{- with $ing.annotations }}
     {{- toYaml . | nindent 4 }}

@@ -17,6 +17,42 @@ one line naming the values to change. Include once per chart (templates/validate
 {{- fail (printf "%s: database.secretKeys.password (RDS_PASSWORD) or database.secretKeys.databaseUrl (DATABASE_URL) must name a key of the Secret" $fullname) }}
 {{- end }}
 
+{{- /* API keys: on unless explicitly disabled, and then only from a Secret (never from values). */ -}}
+{{- $auth := .Values.auth }}
+{{- if and $auth.enabled (not (include "medrobotics-lib.authSecretName" .)) }}
+{{- fail (printf "%s: API keys are required (auth.enabled is true): set auth.existingSecret to the name of a Secret whose key %q (auth.secretKey) holds the keys file, a JSON array of {name, scopes, sha256} entries made with `%s create-key`, or set auth.externalSecret.enabled=true to sync it from AWS Secrets Manager; only auth.enabled=false runs without authentication (docs/operations.md, 'API keys')" $fullname $auth.secretKey .Chart.Name) }}
+{{- end }}
+{{- if and $auth.enabled .Values.tmpVolume.enabled (eq (trimSuffix "/" $auth.mountPath) "/tmp") }}
+{{- fail (printf "%s: auth.mountPath must not be /tmp (the tmp volume is mounted there)" $fullname) }}
+{{- end }}
+
+{{- /* The ConfigMap and literal env values never carry secrets, and authentication is set only
+through auth.*: a stray APP_AUTH__ENABLED=false in config.extra or extraEnv would switch it off
+behind the chart's back. */ -}}
+{{- $secretName := "(?i)(PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|PRIVATE_KEY|ACCESS_KEY|API_KEY|DATABASE_URL)" }}
+{{- $vals := deepCopy .Values }}
+{{- $_ := set $vals.config "extra" (dict) }}
+{{- $managed := include "medrobotics-lib.configData" (dict "Values" $vals) | fromYaml }}
+{{- range $k, $v := .Values.config.extra }}
+{{- if hasPrefix "APP_AUTH__" $k }}
+{{- fail (printf "%s: config.extra.%s: authentication is configured with the auth values (auth.enabled, auth.existingSecret, auth.rateLimit, auth.reloadSeconds), not config.extra" $fullname $k) }}
+{{- end }}
+{{- if regexMatch $secretName $k }}
+{{- fail (printf "%s: config.extra.%s looks like a secret, and config.extra goes into a ConfigMap: read it from a Secret instead (extraEnv with valueFrom.secretKeyRef)" $fullname $k) }}
+{{- end }}
+{{- if hasKey $managed $k }}
+{{- fail (printf "%s: config.extra.%s is set by the chart from its own value; change that value instead of overriding it" $fullname $k) }}
+{{- end }}
+{{- end }}
+{{- range .Values.extraEnv }}
+{{- if hasPrefix "APP_AUTH__" .name }}
+{{- fail (printf "%s: extraEnv %s: authentication is configured with the auth values (auth.enabled, auth.existingSecret, auth.rateLimit, auth.reloadSeconds), not extraEnv" $fullname .name) }}
+{{- end }}
+{{- if and (regexMatch $secretName .name) (hasKey . "value") }}
+{{- fail (printf "%s: extraEnv %s has a literal value but looks like a secret: use valueFrom.secretKeyRef" $fullname .name) }}
+{{- end }}
+{{- end }}
+
 {{- if and (has $db.sslMode (list "verify-ca" "verify-full")) (not $db.sslRootCert) }}
 {{- fail (printf "%s: database.sslMode %s verifies the server certificate: set database.sslRootCert to the RDS CA bundle mounted through extraVolumes/extraVolumeMounts" $fullname $db.sslMode) }}
 {{- end }}
@@ -47,6 +83,16 @@ connection its readiness check keeps. */ -}}
 {{- $path := .Values.ingress.path }}
 {{- if or (eq $path "/") (hasPrefix "/metrics" $path) (contains "metrics" $path) }}
 {{- fail (printf "%s: ingress.path %q would expose /metrics through the load balancer; route only the service prefix (/api or /ingest)" $fullname $path) }}
+{{- end }}
+{{- /* Listener, TLS and WAF annotations come from the ingress values; a copy in
+ingress.annotations would be a duplicate key that silently wins or breaks the manifest. */ -}}
+{{- $owned := list "group.name" "group.order" "scheme" "target-type" "healthcheck-path" "healthcheck-port" "healthcheck-interval-seconds" "healthcheck-timeout-seconds" "healthy-threshold-count" "unhealthy-threshold-count" "success-codes" "target-group-attributes" "certificate-arn" "listen-ports" "ssl-redirect" "ssl-policy" "wafv2-acl-arn" }}
+{{- range $k, $_ := .Values.ingress.annotations }}
+{{- if has (trimPrefix "alb.ingress.kubernetes.io/" $k) $owned }}
+{{- if hasPrefix "alb.ingress.kubernetes.io/" $k }}
+{{- fail (printf "%s: ingress.annotations.%s is set by the chart: use the ingress values (certificateArn, sslPolicy, wafAclArn, scheme, healthCheck, ...) instead" $fullname $k) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
 
