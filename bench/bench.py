@@ -87,7 +87,7 @@ def proc_status(pid: int) -> dict[str, int]:
     out = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith(("VmRSS:", "VmHWM:")):
+            if line.startswith(("VmRSS:", "VmHWM:", "RssAnon:", "RssFile:")):
                 k, v = line.split(":", 1)
                 out[k] = int(v.split()[0])
     return out
@@ -559,18 +559,24 @@ class Suite:
              "script": lua_procedure_upsert(self.ids["robots"])},
         ]
 
+    @staticmethod
+    def drained_metrics(svc: Service) -> str:
+        """/metrics once every pending group is written (polls the gauge)."""
+        deadline = time.time() + 15
+        while True:
+            m = svc.metrics()
+            if metric_sum(m, "ingest_pending_bytes") == 0:
+                return m
+            if time.time() > deadline:
+                raise SuiteError(f"{svc.name}: groups still pending 15 s after the load")
+            time.sleep(0.005)
+
     def run_ingest(self, svc: Service, w: dict, c: int) -> dict:
-        m0 = svc.metrics()
+        m0 = self.drained_metrics(svc)
         c0 = proc_cpu_seconds(svc.pid)
         r = run_wrk(svc.port, w["path"], c, self.dur, w["script"], self.work)
         cpu = proc_cpu_seconds(svc.pid) - c0
-        # wait until every pending group is written (polling the gauge, not sleeping blindly)
-        deadline = time.time() + 15
-        while True:
-            m1 = svc.metrics()
-            if metric_sum(m1, "ingest_pending_bytes") == 0 or time.time() > deadline:
-                break
-            time.sleep(0.01)
+        m1 = self.drained_metrics(svc)
         objects = metric_sum(m1, "ingest_objects_written_total") - metric_sum(m0, "ingest_objects_written_total")
         recs = (metric_sum(m1, "ingest_records_total", 'outcome="accepted"')
                 - metric_sum(m0, "ingest_records_total", 'outcome="accepted"'))
@@ -634,7 +640,10 @@ class Suite:
         for _ in range(3):
             http_get(svc.port, "/ready")
         time.sleep(0.5)  # measurement settle time, readiness was already polled
-        return proc_status(svc.pid)["VmRSS"]
+        st = proc_status(svc.pid)
+        self.results.setdefault("idle_rss_split_kib", {})[svc.name] = {
+            "anonymous": st.get("RssAnon"), "file_backed": st.get("RssFile")}
+        return st["VmRSS"]
 
     def footprint(self) -> None:
         n = 3 if self.smoke else 7
@@ -643,6 +652,14 @@ class Suite:
             "api-service": self.startup_times("api-service", {}, n),
             "data-ingestion": self.startup_times("data-ingestion", s3env, n),
         }
+        if not self.smoke:
+            # the same without TLS to PostgreSQL: sqlx does not set TCP_NODELAY, and its TLS
+            # handshake pays Nagle + delayed-ACK stalls (see the README)
+            notls = {"APP_DATABASE__SSL_MODE": "disable"}
+            self.results["startup_ms_without_db_tls"] = {
+                "api-service": self.startup_times("api-service", notls, n),
+                "data-ingestion": self.startup_times("data-ingestion", {**s3env, **notls}, n),
+            }
         self.results["binary_bytes"] = {
             b: os.path.getsize(self.bin(b)) for b in ("api-service", "data-ingestion")}
 
@@ -804,13 +821,19 @@ def render_markdown(r: dict) -> str:
                  f"{fmt(x['objects_per_1000_records'], 2)} | {fmt(x['p50_ms'], 1)} | {fmt(x['p99_ms'], 1)} | "
                  f"{x['errors'] + x['non_2xx']} |")
     L.append("\n## Footprint\n")
-    L.append("| service | binary | ready after start (median, max) | RSS idle | RSS peak under load |")
-    L.append("|---|---:|---:|---:|---:|")
+    L.append("| service | binary | ready after start, median (max) | same, no TLS to PostgreSQL | "
+             "RSS idle (anonymous + file-backed) | RSS peak under load |")
+    L.append("|---|---:|---:|---:|---:|---:|")
     for svc, key in (("api-service", "api"), ("data-ingestion", "ingest")):
         times = r.get("startup_ms", {}).get(svc, [0])
-        L.append(f"| {svc} | {r['binary_bytes'][svc] / 2**20:.1f} MiB | {statistics.median(times):.0f} ms, "
-                 f"{max(times):.0f} ms | {(r.get(f'{key}_idle_rss_kib') or 0) / 1024:.1f} MiB | "
-                 f"{(r.get(f'{key}_peak_rss_kib') or 0) / 1024:.1f} MiB |")
+        notls = (r.get("startup_ms_without_db_tls") or {}).get(svc)
+        notls_s = f"{statistics.median(notls):.0f} ms ({max(notls):.0f})" if notls else "-"
+        split = (r.get("idle_rss_split_kib") or {}).get(svc) or {}
+        split_s = (f" ({split['anonymous'] / 1024:.1f} + {split['file_backed'] / 1024:.1f})"
+                   if split.get("anonymous") is not None else "")
+        L.append(f"| {svc} | {r['binary_bytes'][svc] / 2**20:.1f} MiB | {statistics.median(times):.0f} ms "
+                 f"({max(times):.0f}) | {notls_s} | {(r.get(f'{key}_idle_rss_kib') or 0) / 1024:.1f} MiB"
+                 f"{split_s} | {(r.get(f'{key}_peak_rss_kib') or 0) / 1024:.1f} MiB |")
     s = sizing(r)
     L.append("\n## Sizing (from the figures above)\n")
     L.append("| service | CPU request / limit | memory request / limit | replicas per t3.medium (by requests) |")
