@@ -761,12 +761,15 @@ def fmt(v, nd=0):
 def sizing(r: dict) -> dict:
     """Pod requests/limits from the measured footprint, and what fits on a t3.medium."""
     mib = lambda k: (r.get(k) or 0) / 1024  # noqa: E731
-    def pod(peak_mib: float, cpu_m: int) -> dict:
-        mem_req = max(64, int(-(-peak_mib * 1.5 // 16) * 16))   # 1.5x peak, rounded up to 16 MiB
+    up16 = lambda x: int(-(-x // 16) * 16)  # noqa: E731
+    def pod(peak_mib: float, cpu_m: int, burst_mib: float = 0) -> dict:
+        mem_req = max(64, up16(peak_mib * 1.5))   # 1.5x the measured peak
         return {"cpu_request_m": cpu_m, "cpu_limit_m": 1000, "mem_request_mi": mem_req,
-                "mem_limit_mi": mem_req * 2}
+                "mem_limit_mi": max(mem_req * 2, up16(peak_mib + burst_mib))}
     api = pod(mib("api_peak_rss_kib"), 100)
-    ing = pod(mib("ingest_peak_rss_kib"), 100)
+    # data-ingestion may hold MAX_PENDING_BYTES (64 MiB) of records plus the objects being
+    # serialised from them on top of what the benchmark saw
+    ing = pod(mib("ingest_peak_rss_kib"), 100, burst_mib=2 * 64)
     t = T3_MEDIUM
     free_cpu = t["alloc_cpu_m"] - t["daemonset_cpu_m"]
     free_mem = t["alloc_mem_mi"] - t["daemonset_mem_mi"]
@@ -880,7 +883,7 @@ def main() -> int:
         with open(a.report_only) as f:
             r = json.load(f)
         r["targets"] = evaluate_targets(r)
-        print(render_markdown(r))
+        print(render_markdown(r), end="")
         return 0
     os.makedirs(a.workdir, exist_ok=True)
     try:
