@@ -227,7 +227,8 @@ class Replica:
 class Nginx:
     """The ALB: path routing, passive failover, and upstreams rewritten by the controller."""
 
-    def __init__(self, run: Path):
+    def __init__(self, run: Path, idle_timeout: int):
+        self.idle_timeout = idle_timeout
         self.prefix = run / "nginx"
         self.port = free_port()
         (self.prefix / "tmp").mkdir(parents=True)
@@ -253,6 +254,10 @@ http {{
     # request was sent gets the request retried on the next one (what the ALB does
     # for a target that is deregistering or gone).
     proxy_next_upstream error timeout;
+    # Keep-alive to the targets, as the ALB does; its idle timeout stays below the
+    # replicas' header read timeout (as the ALB's 60 s is below the default 65 s).
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
     proxy_next_upstream_tries 3;
     proxy_connect_timeout 2s;
     proxy_read_timeout 60s;
@@ -268,7 +273,8 @@ http {{
         text = ""
         for name, ports in groups.items():
             servers = "".join(f"  server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;\n" for p in ports)
-            text += f"upstream {name} {{\n{servers}}}\n"
+            text += (f"upstream {name} {{\n{servers}  keepalive 64;\n"
+                     f"  keepalive_timeout {self.idle_timeout}s;\n}}\n")
         tmp = self.upstreams.with_suffix(".tmp")
         tmp.write_text(text)
         tmp.replace(self.upstreams)
@@ -544,7 +550,7 @@ class Rig:
                 self.add_replica(svc, wait=False)
         for r in self.replicas:
             r.wait_ready()
-        self.nginx = Nginx(self.run)
+        self.nginx = Nginx(self.run, idle_timeout=4 if self.quick else 60)
         self.controller = Controller(self)
         self.nginx.write_upstreams(self.controller.snapshot())
         self.nginx.start()
@@ -836,9 +842,10 @@ function done(summary, latency, requests)
   end
   local parts = {}
   for k, v in pairs(total) do table.insert(parts, string.format('"%d":%d', k, v)) end
-  io.write(string.format('WRK {"statuses":{%s},"errors":%d,"p50":%f,"p99":%f,"max":%f}\n',
-    table.concat(parts, ","), summary.errors.connect + summary.errors.read + summary.errors.write
-    + summary.errors.timeout, latency:percentile(50) / 1e6, latency:percentile(99) / 1e6, latency.max / 1e6))
+  local e = summary.errors
+  io.write(string.format('WRK {"statuses":{%s},"errors":%d,"connect":%d,"read":%d,"write":%d,"timeout":%d,"p50":%f,"p99":%f,"max":%f}\n',
+    table.concat(parts, ","), e.connect + e.read + e.write + e.timeout, e.connect, e.read, e.write, e.timeout,
+    latency:percentile(50) / 1e6, latency:percentile(99) / 1e6, latency.max / 1e6))
 end
 """
 
@@ -846,7 +853,7 @@ end
 def overload(rig: Rig) -> None:
     checks: list[str] = []
     dur = 10 if rig.quick else 30
-    conns = 400 if rig.quick else 800
+    conns = 256 if rig.quick else 512
     script = rig.run / "overload.lua"
     script.write_text(WRK_LUA)
     pids = {r.name: r.proc.pid for r in rig.replicas if r.alive()}
@@ -888,7 +895,8 @@ def overload(rig: Rig) -> None:
     ok = check(checks, statuses.get(503, 0) > 0, f"{statuses.get(503, 0)} of {total} shed with 503 "
                                                  f"({total / dur:.0f} req/s offered by {conns} connections)")
     ok &= check(checks, set(statuses) <= {200, 503} and w["errors"] == 0,
-                f"statuses {sorted(statuses)}; {w['errors']} socket errors")
+                f"statuses {sorted(statuses)}; socket errors: {w['connect']} connect, {w['read']} read, "
+                f"{w['write']} write, {w['timeout']} timeout")
     ok &= check(checks, all(st in (200, 503) for st, _ in probe),
                 f"probe answers {sorted({st for st, _ in probe})}")
     ok &= check(checks, pct(accepted, 0.99) <= 8.0,
@@ -907,13 +915,13 @@ def overload(rig: Rig) -> None:
                       "rss_peak_mib": max(peak)})
 
 
-def schemathesis(rig: Rig, replica: Replica, doc: str, examples: int) -> tuple[int, int, str]:
-    """(requests, failures, summary line) for one service's document."""
+def schemathesis(rig: Rig, replica: Replica, doc: str, examples: int) -> tuple[int, tuple, str]:
+    """(test cases, (failing, errors, exit code), summary line) for one service's document."""
     report = rig.run / f"st-{replica.name}.json"
     cmd = [str(rig.venv / "bin" / "schemathesis"), "run", f"http://127.0.0.1:{replica.port}{doc}",
            "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
                        "response_headers_conformance,response_schema_conformance",
-           "--max-examples", str(examples), "--seed", "20261128", "--workers", "2",
+           "--max-examples", str(examples), "--seed", "20261128", "--workers", "1",
            "--request-timeout", "15", "--phases", "examples,coverage,fuzzing",
            "--suppress-health-check", "all", "--no-color",
            "--report", "json", "--report-json-path", str(report)]
@@ -923,13 +931,15 @@ def schemathesis(rig: Rig, replica: Replica, doc: str, examples: int) -> tuple[i
     try:
         data = json.loads(report.read_text())
     except (OSError, ValueError):
-        return 0, out.returncode or 1, "no report: " + out.stdout[-300:]
+        return 0, (1, 0, out.returncode), "no report: " + out.stdout[-300:]
     cases = data.get("test_cases", {})
     warnings = sorted(k for k, v in data.get("warnings", {}).items() if v)
     summary = (f"{cases.get('generated', 0)} test cases, {cases.get('with_failures', 0)} failing, "
                f"{len(data.get('errors', []))} errors, {data.get('operations', {}).get('tested', 0)} operations"
                + (f", warnings: {', '.join(warnings)}" if warnings else ""))
-    return cases.get("generated", 0), out.returncode, summary
+    failing = cases.get("with_failures", 0) + len(data.get("failures", []))
+    errors = len(data.get("errors", []))
+    return cases.get("generated", 0), (failing, errors, out.returncode), summary
 
 
 def hostile(rig: Rig) -> None:
@@ -939,9 +949,12 @@ def hostile(rig: Rig) -> None:
     total_requests = 0
     ok = True
     for rep, doc in ((api, "/api/openapi.json"), (ingest, "/ingest/openapi.json")):
-        n, rc, summary = schemathesis(rig, rep, doc, examples)
+        n, (failing, errors, rc), summary = schemathesis(rig, rep, doc, examples)
+        if failing == 0 and errors > 0:  # a runtime error of the tool itself: once more
+            log(f"schemathesis {doc}: tool error ({summary}); running it again")
+            n, (failing, errors, rc), summary = schemathesis(rig, rep, doc, examples)
         total_requests += n
-        ok &= check(checks, rc == 0 and n > 0, f"schemathesis {doc}: exit {rc}; {summary}")
+        ok &= check(checks, failing == 0 and errors == 0 and n > 0, f"schemathesis {doc}: exit {rc}; {summary}")
     # Raw abuse, straight at one replica of each service.
     cases = []
     big = b"[" + b",".join([b'{"a":1}'] * 1_300_000) + b"]"  # ~9 MiB > 8 MiB

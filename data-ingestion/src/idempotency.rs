@@ -335,14 +335,16 @@ impl Idempotency {
             .map(|_| ())
     }
 
-    /// Forgets a claim whose request failed, so the client's retry can proceed.
+    /// Forgets a claim whose request failed before anything was written, so the
+    /// client's retry can proceed. A claim in `writing` stays: its PUT may have landed
+    /// even though the answer was lost (see [`FlushHooks::after_failure`]).
     pub async fn release(&self, scope: &str, key: &str) {
         let result = self
             .db
             .execute(
                 Query::new(
                     "DELETE FROM ingest_idempotency WHERE scope = $1 AND idempotency_key = $2 \
-                     AND owner = $3 AND state <> 'done'",
+                     AND owner = $3 AND state = 'pending'",
                 )
                 .bind(scope)
                 .bind(key)
@@ -433,9 +435,32 @@ impl FlushHooks for Idempotency {
         })
     }
 
+    /// A failed PUT may still have landed (the store wrote the object and the answer
+    /// was lost, or the attempt timed out after the write). Deleting the claim here let
+    /// the client's retry write the records a second time (found by the resilience
+    /// rig's object-store outage). Instead the claim keeps its object key and is marked
+    /// abandoned at once: the retry asks the store whether that object landed, answers
+    /// from it if so, and takes the claim over and writes otherwise.
     fn after_failure<'a>(&'a self, keys: &'a [IdempotencyRef]) -> BoxFuture<'a, ()> {
         Box::pin(async move {
+            let abandoned = NaiveDateTime::UNIX_EPOCH;
             for k in keys {
+                let result = self
+                    .db
+                    .execute(
+                        Query::new(
+                            "UPDATE ingest_idempotency SET updated_at = $1 WHERE scope = $2 \
+                             AND idempotency_key = $3 AND owner = $4 AND state = 'writing'",
+                        )
+                        .bind(abandoned)
+                        .bind(k.scope)
+                        .bind(k.key.as_str())
+                        .bind(self.instance.as_str()),
+                    )
+                    .await;
+                if let Err(err) = result {
+                    tracing::warn!(error = %err, "could not mark a failed write's Idempotency-Key; it frees itself when stale");
+                }
                 self.release(k.scope, &k.key).await;
             }
         })
