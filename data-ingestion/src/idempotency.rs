@@ -443,7 +443,7 @@ impl FlushHooks for Idempotency {
     /// from it if so, and takes the claim over and writes otherwise.
     fn after_failure<'a>(&'a self, keys: &'a [IdempotencyRef]) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            let abandoned = NaiveDateTime::UNIX_EPOCH;
+            let abandoned = chrono::DateTime::UNIX_EPOCH.naive_utc();
             for k in keys {
                 let result = self
                     .db
