@@ -591,6 +591,7 @@ class Rig:
     def stored(self, procedures: set[str]) -> dict[str, int]:
         """record id -> how many times it is in the bucket (read back from moto directly)."""
         counts: dict[str, int] = {}
+        self.where: dict[str, list[str]] = {}
         for proc in procedures:
             token = None
             while True:
@@ -602,6 +603,7 @@ class Rig:
                     body = json.loads(self.s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read())
                     for rec in body if isinstance(body, list) else [body]:
                         counts[rec["rid"]] = counts.get(rec["rid"], 0) + 1
+                        self.where.setdefault(rec["rid"], []).append(obj["Key"])
                 if not page.get("IsTruncated"):
                     break
                 token = page["NextContinuationToken"]
@@ -612,6 +614,8 @@ class Rig:
         counts = self.stored(stats.procedures)
         lost = sum(1 for rid in stats.acked if counts.get(rid, 0) == 0)
         dup = sum(1 for rid, c in counts.items() if c > 1)
+        for rid in [r for r, c in counts.items() if c > 1][:5]:
+            stats.bad.append(f"duplicated {rid}: in {self.where[rid]}, acknowledged as {stats.acked.get(rid)}")
         return lost, dup
 
     def record(self, name: str, stats: Stats | None, ok: bool, checks: list[str], *,

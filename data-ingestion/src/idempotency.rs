@@ -57,6 +57,10 @@ pub struct IdempotencyRules {
     /// A claim older than this can be taken over even from a live owner (its request
     /// and write have timed out by then).
     pub stale_after: Duration,
+    /// A claim whose write failed can be taken over this long after the failure: by
+    /// then every attempt of that PUT has ended, so an object that has not landed
+    /// will not land later and the retry can write without doubling the records.
+    pub failed_write_grace: Duration,
 }
 
 /// The idempotency store.
@@ -439,11 +443,15 @@ impl FlushHooks for Idempotency {
     /// was lost, or the attempt timed out after the write). Deleting the claim here let
     /// the client's retry write the records a second time (found by the resilience
     /// rig's object-store outage). Instead the claim keeps its object key and is marked
-    /// abandoned at once: the retry asks the store whether that object landed, answers
-    /// from it if so, and takes the claim over and writes otherwise.
+    /// abandoned once `failed_write_grace` has passed: a retry asks the store whether
+    /// that object landed and answers from it if so; otherwise it is told to retry
+    /// (409) until the grace is over, then takes the claim over and writes. (Taking
+    /// over at once lost the race with a slow PUT that landed after the check.)
     fn after_failure<'a>(&'a self, keys: &'a [IdempotencyRef]) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            let abandoned = chrono::DateTime::UNIX_EPOCH.naive_utc();
+            let grace = chrono::Duration::from_std(self.rules.failed_write_grace)
+                .unwrap_or(chrono::Duration::seconds(20));
+            let abandoned = ago(self.rules.stale_after) + grace;
             for k in keys {
                 let result = self
                     .db
