@@ -360,6 +360,13 @@ impl Idempotency {
         }
     }
 
+    /// [`Self::release`] in the background: the failed request's answer (a 503 during
+    /// a database outage) is not held up by one more wait for a connection.
+    pub fn release_later(&self, scope: &'static str, key: String) {
+        let this = self.clone();
+        tokio::spawn(async move { this.release(scope, &key).await });
+    }
+
     /// Heartbeats this instance every second and deletes expired keys every minute,
     /// until `stop` resolves; then removes the instance's heartbeat.
     pub async fn maintain(self, stop: impl std::future::Future<Output = ()>) {
@@ -447,8 +454,23 @@ impl FlushHooks for Idempotency {
     /// that object landed and answers from it if so; otherwise it is told to retry
     /// (409) until the grace is over, then takes the claim over and writes. (Taking
     /// over at once lost the race with a slow PUT that landed after the check.)
+    ///
+    /// The bookkeeping runs in the background, so the failed requests are answered at
+    /// once: during a database outage each statement waits out the acquire timeout,
+    /// and doing them inline held a 503 until the request timeout (found by the rig).
     fn after_failure<'a>(&'a self, keys: &'a [IdempotencyRef]) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
+        let this = self.clone();
+        let keys = keys.to_vec();
+        tokio::spawn(async move { this.mark_failed(&keys).await });
+        Box::pin(std::future::ready(()))
+    }
+}
+
+impl Idempotency {
+    /// Marks failed writes' claims as abandoned after the grace; forgets claims that
+    /// never reached `writing`.
+    async fn mark_failed(&self, keys: &[IdempotencyRef]) {
+        {
             let grace = chrono::Duration::from_std(self.rules.failed_write_grace)
                 .unwrap_or(chrono::Duration::seconds(20));
             let abandoned = ago(self.rules.stale_after) + grace;
@@ -471,7 +493,7 @@ impl FlushHooks for Idempotency {
                 }
                 self.release(k.scope, &k.key).await;
             }
-        })
+        }
     }
 }
 
