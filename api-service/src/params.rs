@@ -48,19 +48,27 @@ impl QueryParams {
         Self(map)
     }
 
-    /// A text filter: absent or empty means no filter.
-    pub fn text(&self, name: &str) -> Option<String> {
-        self.0.get(name).filter(|v| !v.is_empty()).cloned()
+    /// A text filter: absent or empty means no filter. A value PostgreSQL cannot hold
+    /// in a text column (a NUL byte, `%00`) is a 400 naming the parameter.
+    pub fn text(&self, name: &str) -> Result<Option<String>, ApiError> {
+        Ok(self.raw(name)?.filter(|v| !v.is_empty()).map(str::to_owned))
     }
 
-    /// The raw value, empty included (for `status=`, which means "no filter").
-    pub fn raw(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
+    /// The raw value, empty included (for `status=`, which means "no filter"); a NUL
+    /// byte is a 400 naming the parameter (PostgreSQL refuses it in text, which would
+    /// otherwise surface as a 500).
+    pub fn raw(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        match self.0.get(name) {
+            Some(v) if v.contains('\0') => Err(ApiError::BadRequest(format!(
+                "Invalid value for '{name}': NUL characters are not allowed"
+            ))),
+            other => Ok(other.map(String::as_str)),
+        }
     }
 
     /// A UUID filter: absent or empty means none; anything else must be a UUID.
     pub fn uuid(&self, name: &str) -> Result<Option<Uuid>, ApiError> {
-        self.text(name).map(|v| parse_uuid(name, &v)).transpose()
+        self.text(name)?.map(|v| parse_uuid(name, &v)).transpose()
     }
 
     /// An integer in `min..=max`, `default` when absent.
@@ -151,14 +159,26 @@ mod tests {
     fn first_value_wins_and_percent_decoding_applies() {
         let q =
             QueryParams::parse("status=in%5Fprogress&status=completed&category=General+Surgery");
-        assert_eq!(q.text("status").as_deref(), Some("in_progress"));
-        assert_eq!(q.text("category").as_deref(), Some("General Surgery"));
         assert_eq!(
-            QueryParams::parse("x=%ZZ%4").text("x").as_deref(),
+            q.text("status").expect("ok").as_deref(),
+            Some("in_progress")
+        );
+        assert_eq!(
+            q.text("category").expect("ok").as_deref(),
+            Some("General Surgery")
+        );
+        assert_eq!(
+            QueryParams::parse("x=%ZZ%4")
+                .text("x")
+                .expect("ok")
+                .as_deref(),
             Some("%ZZ%4")
         );
         assert_eq!(
-            QueryParams::parse("x=%ff").text("x").as_deref(),
+            QueryParams::parse("x=%ff")
+                .text("x")
+                .expect("ok")
+                .as_deref(),
             Some("\u{fffd}")
         );
     }
@@ -166,9 +186,17 @@ mod tests {
     #[test]
     fn empty_text_means_no_filter_but_raw_keeps_it() {
         let q = QueryParams::parse("status=&facility_id=");
-        assert_eq!(q.text("status"), None);
-        assert_eq!(q.raw("status"), Some(""));
-        assert_eq!(q.raw("missing"), None);
+        assert_eq!(q.text("status").expect("ok"), None);
+        assert_eq!(q.raw("status").expect("ok"), Some(""));
+        assert_eq!(q.raw("missing").expect("ok"), None);
+    }
+
+    #[test]
+    fn nul_bytes_are_a_400_naming_the_parameter() {
+        let q = QueryParams::parse("status=a%00b&category=%00&robot_id=%00");
+        assert!(message(q.text("status").expect_err("nul")).contains("'status'"));
+        assert!(message(q.raw("category").expect_err("nul")).contains("'category'"));
+        assert!(message(q.uuid("robot_id").expect_err("nul")).contains("robot_id"));
     }
 
     #[test]

@@ -138,6 +138,12 @@ pub struct ServerSettings {
     /// Whole-request timeout; a request running longer answers 503.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_secs: u64,
+    /// A connection that has not delivered a complete request head within this many
+    /// seconds (a slow client, or an idle keep-alive connection) is closed. Longer
+    /// than the ALB's 60 s idle timeout, so the pod never closes a keep-alive
+    /// connection the ALB is about to reuse.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_secs: u64,
     /// Largest request body accepted (bytes, after decompression); larger answers 413.
     pub body_limit_bytes: usize,
     /// Requests handled at once; beyond it new requests get a fast 503.
@@ -157,6 +163,9 @@ fn default_shutdown_timeout() -> u64 {
 fn default_request_timeout() -> u64 {
     30
 }
+fn default_header_read_timeout() -> u64 {
+    65
+}
 fn default_max_concurrency() -> usize {
     1024
 }
@@ -173,6 +182,10 @@ impl ServerSettings {
     /// Request timeout as a duration.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+    /// Header read timeout as a duration.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
     }
 }
 
@@ -570,6 +583,11 @@ impl Settings {
         check(
             self.server.request_timeout_secs >= 1,
             "server.request_timeout_secs",
+            "seconds >= 1",
+        )?;
+        check(
+            self.server.header_read_timeout_secs >= 1,
+            "server.header_read_timeout_secs",
             "seconds >= 1",
         )?;
         if self.storage.sse == ServerSideEncryption::AwsKms {

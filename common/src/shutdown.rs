@@ -2,13 +2,22 @@
 //! serving for the drain delay (the load balancer deregisters the pod meanwhile; the
 //! image has no shell for a `sleep` preStop), then stops accepting and lets in-flight
 //! requests finish, bounded by the shutdown timeout.
+//!
+//! Connections are served by hyper's HTTP/1 server with a header read timeout
+//! (`server.header_read_timeout_secs`): `axum::serve` has none, so a client that
+//! trickled a request head a byte at a time (or opened a connection and sent nothing)
+//! held its connection and file descriptor for ever.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::config::ServerSettings;
 use crate::health::Readiness;
@@ -63,7 +72,7 @@ pub async fn serve(
         );
         let _ = stopping_tx.send(());
     };
-    let server = axum::serve(listener, app).with_graceful_shutdown(graceful);
+    let server = serve_connections(listener, app, server.header_read_timeout(), graceful);
     let deadline = async move {
         if stopping_rx.await.is_ok() {
             tokio::time::sleep(timeout).await;
@@ -72,10 +81,75 @@ pub async fn serve(
         }
     };
     tokio::select! {
-        result = server.into_future() => result,
+        result = server => result,
         () = deadline => {
             tracing::warn!("shutdown timeout reached with requests still in flight; exiting");
             Ok(())
         }
     }
+}
+
+/// Accepts connections until `stop` resolves, then asks every connection to finish
+/// its in-flight request and close, and waits for all of them.
+async fn serve_connections(
+    listener: TcpListener,
+    app: Router,
+    header_read_timeout: Duration,
+    stop: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    // Dropping `closing_tx` tells every connection to shut down gracefully; each holds
+    // a clone of `open_rx` until it ends, so `open_tx.closed()` waits for all of them.
+    let (closing_tx, closing_rx) = watch::channel(());
+    let (open_tx, open_rx) = watch::channel(());
+    let mut stop = pin!(stop);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    // Out of file descriptors or a connection reset before accept:
+                    // back off briefly instead of spinning.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let mut closing = closing_rx.clone();
+        let open = open_rx.clone();
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout);
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            let mut conn = pin!(conn);
+            let mut asked = false;
+            loop {
+                tokio::select! {
+                    result = conn.as_mut() => {
+                        if let Err(err) = result {
+                            tracing::debug!(error = %err, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = closing.changed(), if !asked => {
+                        asked = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            drop(open);
+        });
+    }
+    drop(listener);
+    drop(closing_tx);
+    drop(open_rx);
+    open_tx.closed().await;
+    Ok(())
 }

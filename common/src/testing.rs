@@ -43,6 +43,9 @@ pub enum ProxyMode {
     Refuse,
     /// Accept and never answer (network partition).
     Blackhole,
+    /// Forward requests but swallow every reply: the upstream does the work and the
+    /// client never learns it (a response lost on the way back).
+    DropReplies,
 }
 
 /// A TCP proxy whose behaviour the test switches; leaving `Forward` also cuts the
@@ -79,6 +82,19 @@ impl Proxy {
                             tokio::select! {
                                 _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                                 _ = rx.wait_for(|m| *m != ProxyMode::Forward) => {}
+                            }
+                        }
+                        ProxyMode::DropReplies => {
+                            let Ok(outbound) = TcpStream::connect(upstream).await else {
+                                return;
+                            };
+                            let (mut up_read, mut up_write) = outbound.into_split();
+                            let (mut in_read, _in_write) = inbound.split();
+                            let mut swallowed = tokio::io::sink();
+                            tokio::select! {
+                                _ = tokio::io::copy(&mut in_read, &mut up_write) => {}
+                                _ = tokio::io::copy(&mut up_read, &mut swallowed) => {}
+                                _ = rx.wait_for(|m| *m != ProxyMode::DropReplies) => {}
                             }
                         }
                     }

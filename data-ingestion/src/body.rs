@@ -1,5 +1,6 @@
 //! Request bodies: read within the limit, gzip-decoded with the same limit applied to
-//! the decoded size (a gzip bomb stops at the limit), JSON or NDJSON.
+//! the decoded size (a gzip bomb stops at the limit), JSON or NDJSON, nested at most
+//! [`MAX_JSON_DEPTH`] levels.
 
 use std::io::Read;
 
@@ -18,6 +19,14 @@ pub struct IngestBody {
     /// Newline-delimited JSON (`application/x-ndjson` or `application/jsonl`).
     pub ndjson: bool,
 }
+
+/// The deepest nesting of objects and arrays a body may have. Robots send flat
+/// records; a body nested deeper is refused with a 400 before anything parses it, so
+/// no stored object is deeper than 65 levels (the array around the records), well
+/// inside what the warehouse ETL's and the services' own JSON readers accept
+/// (serde_json stops at 128, which the service would otherwise have stored and
+/// later failed to read back).
+pub const MAX_JSON_DEPTH: usize = 64;
 
 /// The decoded-size limit, shared with the layer stack's body limit.
 #[derive(Clone, Copy, Debug)]
@@ -57,6 +66,7 @@ where
             _ => IngestError::BadRequest("Could not read the request body".into()),
         })?;
         let bytes = if gzip { gunzip(&raw, limit)? } else { raw };
+        check_depth(&bytes, ndjson, MAX_JSON_DEPTH)?;
         Ok(Self { bytes, ndjson })
     }
 }
@@ -72,6 +82,41 @@ pub fn gunzip(compressed: &[u8], limit: usize) -> Result<Bytes, IngestError> {
         return Err(IngestError::TooLarge(limit));
     }
     Ok(Bytes::from(out))
+}
+
+/// Refuses JSON (or NDJSON, each line a document) nested deeper than `max` levels of
+/// objects and arrays. One pass over the bytes, strings skipped; malformed JSON is
+/// left to the parser.
+pub fn check_depth(body: &[u8], ndjson: bool, max: usize) -> Result<(), IngestError> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return Err(IngestError::BadRequest(format!(
+                        "JSON nested deeper than {max} levels"
+                    )));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'\n' if ndjson => depth = 0,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -99,6 +144,23 @@ mod tests {
             gunzip(&bomb, 1024 * 1024),
             Err(IngestError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn nesting_is_bounded_and_strings_do_not_count() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(check_depth(deep(64).as_bytes(), false, 64).is_ok());
+        assert!(matches!(
+            check_depth(deep(65).as_bytes(), false, 64),
+            Err(IngestError::BadRequest(m)) if m.contains("64")
+        ));
+        let quoted = format!(r#"{{"a":"{}\"{}"}}"#, "[".repeat(500), "{".repeat(500));
+        assert!(check_depth(quoted.as_bytes(), false, 2).is_ok());
+        // NDJSON lines are separate documents; in JSON a newline is only whitespace.
+        let lines = format!("{}\n{}\n", deep(40), deep(40));
+        assert!(check_depth(lines.as_bytes(), true, 64).is_ok());
+        let pretty = format!("{}\n{}", "[".repeat(40), "[".repeat(40));
+        assert!(check_depth(pretty.as_bytes(), false, 64).is_err());
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub struct IdempotencyRules {
     /// A claim older than this can be taken over even from a live owner (its request
     /// and write have timed out by then).
     pub stale_after: Duration,
+    /// A claim whose write failed can be taken over this long after the failure: by
+    /// then every attempt of that PUT has ended, so an object that has not landed
+    /// will not land later and the retry can write without doubling the records.
+    pub failed_write_grace: Duration,
 }
 
 /// The idempotency store.
@@ -335,14 +339,16 @@ impl Idempotency {
             .map(|_| ())
     }
 
-    /// Forgets a claim whose request failed, so the client's retry can proceed.
+    /// Forgets a claim whose request failed before anything was written, so the
+    /// client's retry can proceed. A claim in `writing` stays: its PUT may have landed
+    /// even though the answer was lost (see [`FlushHooks::after_failure`]).
     pub async fn release(&self, scope: &str, key: &str) {
         let result = self
             .db
             .execute(
                 Query::new(
                     "DELETE FROM ingest_idempotency WHERE scope = $1 AND idempotency_key = $2 \
-                     AND owner = $3 AND state <> 'done'",
+                     AND owner = $3 AND state = 'pending'",
                 )
                 .bind(scope)
                 .bind(key)
@@ -352,6 +358,13 @@ impl Idempotency {
         if let Err(err) = result {
             tracing::warn!(error = %err, "could not release an Idempotency-Key; it frees itself when stale");
         }
+    }
+
+    /// [`Self::release`] in the background: the failed request's answer (a 503 during
+    /// a database outage) is not held up by one more wait for a connection.
+    pub fn release_later(&self, scope: &'static str, key: String) {
+        let this = self.clone();
+        tokio::spawn(async move { this.release(scope, &key).await });
     }
 
     /// Heartbeats this instance every second and deletes expired keys every minute,
@@ -433,12 +446,54 @@ impl FlushHooks for Idempotency {
         })
     }
 
+    /// A failed PUT may still have landed (the store wrote the object and the answer
+    /// was lost, or the attempt timed out after the write). Deleting the claim here let
+    /// the client's retry write the records a second time (found by the resilience
+    /// rig's object-store outage). Instead the claim keeps its object key and is marked
+    /// abandoned once `failed_write_grace` has passed: a retry asks the store whether
+    /// that object landed and answers from it if so; otherwise it is told to retry
+    /// (409) until the grace is over, then takes the claim over and writes. (Taking
+    /// over at once lost the race with a slow PUT that landed after the check.)
+    ///
+    /// The bookkeeping runs in the background, so the failed requests are answered at
+    /// once: during a database outage each statement waits out the acquire timeout,
+    /// and doing them inline held a 503 until the request timeout (found by the rig).
     fn after_failure<'a>(&'a self, keys: &'a [IdempotencyRef]) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
+        let this = self.clone();
+        let keys = keys.to_vec();
+        tokio::spawn(async move { this.mark_failed(&keys).await });
+        Box::pin(std::future::ready(()))
+    }
+}
+
+impl Idempotency {
+    /// Marks failed writes' claims as abandoned after the grace; forgets claims that
+    /// never reached `writing`.
+    async fn mark_failed(&self, keys: &[IdempotencyRef]) {
+        {
+            let grace = chrono::Duration::from_std(self.rules.failed_write_grace)
+                .unwrap_or(chrono::Duration::seconds(20));
+            let abandoned = ago(self.rules.stale_after) + grace;
             for k in keys {
+                let result = self
+                    .db
+                    .execute(
+                        Query::new(
+                            "UPDATE ingest_idempotency SET updated_at = $1 WHERE scope = $2 \
+                             AND idempotency_key = $3 AND owner = $4 AND state = 'writing'",
+                        )
+                        .bind(abandoned)
+                        .bind(k.scope)
+                        .bind(k.key.as_str())
+                        .bind(self.instance.as_str()),
+                    )
+                    .await;
+                if let Err(err) = result {
+                    tracing::warn!(error = %err, "could not mark a failed write's Idempotency-Key; it frees itself when stale");
+                }
                 self.release(k.scope, &k.key).await;
             }
-        })
+        }
     }
 }
 

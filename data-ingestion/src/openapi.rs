@@ -12,8 +12,8 @@ pub struct TelemetryRecord {
     procedure_id: String,
     #[schema(format = Uuid)]
     robot_id: String,
-    /// RFC 3339, or `YYYY-MM-DD HH:MM:SS[.fff]` (UTC).
-    #[schema(example = "2026-11-28 13:45:00.250")]
+    /// RFC 3339; the robots' `YYYY-MM-DD HH:MM:SS[.fff]` (taken as UTC) is accepted too.
+    #[schema(format = DateTime, example = "2026-11-28T13:45:00.250Z")]
     timestamp: String,
 }
 
@@ -45,7 +45,9 @@ pub struct TelemetryAck {
 /// A batch of records.
 #[derive(ToSchema)]
 pub struct BatchBody {
-    /// JSON objects; for `telemetry`, each checked like a telemetry record.
+    /// JSON objects (at least one); for `telemetry`, each checked like a telemetry
+    /// record.
+    #[schema(min_items = 1)]
     records: Vec<serde_json::Value>,
     /// Object key segment, default `telemetry`; `[a-z0-9_-]{1,64}`.
     #[serde(rename = "type")]
@@ -74,9 +76,11 @@ pub struct ProcedureBody {
     procedure_type: String,
     #[schema(max_length = 50)]
     procedure_category: String,
-    /// RFC 3339 or `YYYY-MM-DD HH:MM:SS[.fff]`.
+    /// RFC 3339; `YYYY-MM-DD HH:MM:SS[.fff]` (UTC) is accepted too.
+    #[schema(format = DateTime)]
     start_time: String,
     /// Not before `start_time`.
+    #[schema(format = DateTime)]
     end_time: String,
     #[schema(minimum = 0)]
     duration_minutes: i64,

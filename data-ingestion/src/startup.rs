@@ -91,6 +91,8 @@ impl Application {
                 + window
                 + Duration::from_millis(2 * settings.storage.operation_timeout_ms)
                 + Duration::from_secs(5),
+            // The SDK's bound on one PUT, all attempts (see storage.operation_timeout_ms).
+            failed_write_grace: Duration::from_millis(2 * settings.storage.operation_timeout_ms),
         };
         let idempotency = Idempotency::new(
             db.clone(),

@@ -40,7 +40,7 @@ pub async fn list_outcomes(State(state): State<AppState>, params: QueryParams) -
     let limit = params.limit()?;
     let offset = params.offset()?;
     let mut query = Query::new(LIST_OUTCOMES);
-    if let Some(status) = params.text("success_status") {
+    if let Some(status) = params.text("success_status")? {
         query.push(" AND o.success_status = ").push_bind(status);
     }
     query

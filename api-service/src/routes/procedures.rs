@@ -59,10 +59,10 @@ pub async fn list_procedures(
     if let Some(robot_id) = robot_id {
         query.push(" AND robot_id = ").push_bind(robot_id);
     }
-    if let Some(category) = params.text("category") {
+    if let Some(category) = params.text("category")? {
         query.push(" AND procedure_category = ").push_bind(category);
     }
-    match params.raw("status") {
+    match params.raw("status")? {
         None => {
             query.push(" AND status = ").push_bind(DEFAULT_STATUS);
         }

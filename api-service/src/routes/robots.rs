@@ -41,10 +41,10 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 )]
 pub async fn list_robots(State(state): State<AppState>, params: QueryParams) -> Result<JsonBody> {
     let mut query = Query::new(LIST_ROBOTS);
-    if let Some(facility) = params.text("facility_id") {
+    if let Some(facility) = params.text("facility_id")? {
         query.push(" AND facility_id = ").push_bind(facility);
     }
-    if let Some(status) = params.text("status") {
+    if let Some(status) = params.text("status")? {
         query.push(" AND status = ").push_bind(status);
     }
     query.push(" ORDER BY facility_name, robot_serial_number");

@@ -69,6 +69,33 @@ async fn errors_never_leak_sql_or_driver_text() {
     assert_eq!(robots["count"], 3);
 }
 
+/// Found by the resilience rig's schemathesis run: a NUL byte (`%00`) in a text filter
+/// reached PostgreSQL, which refuses it in text ("invalid byte sequence"), and the
+/// service answered 500. It is a 400 naming the parameter now, on every text filter.
+#[tokio::test]
+async fn nul_bytes_in_text_filters_are_a_400_naming_the_parameter() {
+    let app = spawn_app(Backend::Postgres).await;
+    app.load_small_fleet().await;
+    for (path, name) in [
+        ("/api/robots?status=%00", "status"),
+        ("/api/robots?facility_id=FAC%00001", "facility_id"),
+        ("/api/procedures?category=a%00", "category"),
+        ("/api/procedures?status=%00", "status"),
+        ("/api/procedures?robot_id=%00", "robot_id"),
+        ("/api/outcomes?success_status=%00", "success_status"),
+    ] {
+        let reply = app.get(path).await;
+        assert_eq!(reply.status, 400, "{path}: {}", reply.text);
+        let error = reply.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(error.contains(name), "{path}: {error}");
+    }
+    // The service is fine afterwards.
+    assert_eq!(app.get("/api/robots").await.json()["count"], 3);
+}
+
 #[tokio::test]
 async fn oversized_bodies_are_rejected_and_get_ignores_bodies() {
     let app = spawn_app(Backend::Sqlite).await;

@@ -232,3 +232,58 @@ async fn poll(db: &common::Db, sql: &str) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Found by the resilience rig: a client trickling its request head a byte at a time,
+/// or connecting and sending nothing, held its connection (and a file descriptor) for
+/// ever. Now such connections are closed after `server.header_read_timeout_secs`,
+/// while normal requests on other connections are served as usual.
+#[tokio::test]
+async fn slow_clients_are_cut_off_by_the_header_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = crate::helpers::spawn_app_with(
+        Backend::Sqlite,
+        &[("APP_SERVER__HEADER_READ_TIMEOUT_SECS", "1")],
+    )
+    .await;
+    let addr = app.address.trim_start_matches("http://").to_owned();
+    let mut trickle = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    trickle
+        .write_all(b"GET /api/robots HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    let mut silent = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    // The trickling client keeps sending; the server must close it anyway.
+    let closed = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "a trickling client held its connection for 10 s"
+        );
+        if trickle.write_all(b"X").await.is_err() {
+            break started.elapsed();
+        }
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(200), trickle.read(&mut buf)).await
+        {
+            break started.elapsed();
+        }
+        // Meanwhile everyone else is served.
+        assert_eq!(app.get("/health").await.status, 200);
+    };
+    assert!(
+        closed >= Duration::from_millis(900),
+        "closed after {closed:?}"
+    );
+    let n = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf))
+        .await
+        .expect("a silent connection is closed too")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without an answer");
+    assert_eq!(app.get("/api/robots").await.status, 200);
+}

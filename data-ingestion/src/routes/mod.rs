@@ -132,7 +132,7 @@ where
             Ok(json(StatusCode::CREATED, answer))
         }
         Err(err) => {
-            state.idempotency.release(scope, &key).await;
+            state.idempotency.release_later(scope, key);
             Err(err)
         }
     }

@@ -109,3 +109,59 @@ async fn unknown_routes_and_methods_are_json() {
     assert_eq!(reply.status, 404);
     assert_eq!(reply.json(), json!({"error": "Not found"}));
 }
+
+/// Found by the resilience rig: records nested 65..128 levels deep were accepted and
+/// stored (serde_json's own limit is 128), in objects the readers then choke on. Every
+/// ingest route refuses a body nested deeper than 64 levels with a 400, and stores
+/// nothing; 64 levels still pass.
+#[tokio::test]
+async fn json_nested_deeper_than_64_levels_is_a_400_on_every_route() {
+    let app = spawn(Backend::Postgres).await;
+    app.add_robot().await;
+    let nested = |levels: usize| format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
+    let telemetry = |levels: usize| {
+        format!(
+            r#"{{"procedure_id":"{PROCEDURE}","robot_id":"{ROBOT}","timestamp":"2026-01-01 00:00:00","x":{}}}"#,
+            nested(levels)
+        )
+    };
+    let cases = [
+        ("/ingest/telemetry", telemetry(70)),
+        ("/ingest/telemetry", format!("[{}]", telemetry(100))),
+        (
+            "/ingest/batch",
+            format!(
+                r#"{{"type":"maintenance","records":[{{"x":{}}}]}}"#,
+                nested(90)
+            ),
+        ),
+        (
+            "/ingest/procedure",
+            format!(r#"{{"procedure_id":"{PROCEDURE}","x":{}}}"#, nested(80)),
+        ),
+    ];
+    for (path, body) in cases {
+        let reply = app
+            .post_raw(path, body, &[("content-type", "application/json")])
+            .await;
+        assert_eq!(reply.status, 400, "{path}: {}", reply.text);
+        assert!(
+            reply.error().contains("nested deeper than 64"),
+            "{path}: {}",
+            reply.text
+        );
+    }
+    assert!(
+        app.stored_records("").await.0.is_empty(),
+        "nothing of a refused body is stored"
+    );
+    // 63 levels inside the record (64 with the record itself) are fine.
+    let reply = app
+        .post_raw(
+            "/ingest/telemetry",
+            telemetry(63),
+            &[("content-type", "application/json")],
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+}

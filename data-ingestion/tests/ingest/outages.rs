@@ -157,3 +157,57 @@ async fn pending_memory_is_bounded_with_fast_503s() {
         "fine afterwards"
     );
 }
+
+/// Found by the resilience rig's object-store outage: a PUT that landed while its
+/// answer was lost was answered 503 and its Idempotency-Key forgotten, so the client's
+/// retry wrote the records a second time. Now the retry finds the object the claim
+/// names, answers 201 from it, and the records are stored exactly once.
+#[tokio::test]
+async fn a_write_whose_answer_was_lost_is_not_repeated_by_the_retry() {
+    let app = spawn_with(
+        Backend::Postgres,
+        Options {
+            store_proxy: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let body = json!([record(7), record(8)]);
+    let post = || {
+        app.send(
+            app.post("/ingest/telemetry")
+                .header("idempotency-key", "lost-answer-1")
+                .json(&body),
+        )
+    };
+    app.cut_store(ProxyMode::DropReplies);
+    let first = post().await;
+    assert_eq!(first.status, 503, "{}", first.text);
+    let (stored, _) = app.stored_records("telemetry/").await;
+    assert_eq!(stored.len(), 2, "the PUT itself landed");
+
+    app.cut_store(ProxyMode::Forward);
+    let started = Instant::now();
+    let retry = loop {
+        let reply = post().await;
+        if reply.status != 503 && reply.status != 409 {
+            break reply;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{}",
+            reply.text
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(retry.status, 201, "{}", retry.text);
+    assert_eq!(retry.json()["count"], 2);
+    let (stored, _) = app.stored_records("telemetry/").await;
+    let mut seqs: Vec<u64> = stored.iter().filter_map(|r| r["seq"].as_u64()).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, vec![7, 8], "stored exactly once");
+    // Later retries replay the same answer.
+    let again = post().await;
+    assert_eq!(again.status, 201);
+    assert_eq!(again.json()["s3_key"], retry.json()["s3_key"]);
+}
