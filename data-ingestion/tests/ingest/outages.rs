@@ -3,18 +3,23 @@ use std::time::{Duration, Instant};
 use common::testing::ProxyMode;
 use serde_json::json;
 
-use crate::helpers::{Backend, Options, record, spawn_with};
+use crate::helpers::{Backend, Options, TestApp, record, spawn_with};
 
-#[tokio::test]
-async fn store_outage_answers_503_loses_nothing_and_recovers() {
-    let app = spawn_with(
+/// The app on PostgreSQL with its object store reached through a proxy the test can cut.
+async fn spawn_behind_store_proxy() -> TestApp {
+    spawn_with(
         Backend::Postgres,
         Options {
             store_proxy: true,
             ..Default::default()
         },
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn store_outage_answers_503_loses_nothing_and_recovers() {
+    let app = spawn_behind_store_proxy().await;
     assert_eq!(app.post_telemetry(&json!([record(1)])).await.status, 201);
 
     for mode in [ProxyMode::Refuse, ProxyMode::Blackhole] {
@@ -164,14 +169,7 @@ async fn pending_memory_is_bounded_with_fast_503s() {
 /// names, answers 201 from it, and the records are stored exactly once.
 #[tokio::test]
 async fn a_write_whose_answer_was_lost_is_not_repeated_by_the_retry() {
-    let app = spawn_with(
-        Backend::Postgres,
-        Options {
-            store_proxy: true,
-            ..Default::default()
-        },
-    )
-    .await;
+    let app = spawn_behind_store_proxy().await;
     let body = json!([record(7), record(8)]);
     let post = || {
         app.send(
