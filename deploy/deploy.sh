@@ -197,15 +197,23 @@ do_monitoring() {
   run kubectl apply -k "$REPO_ROOT/k8s/monitoring"
 }
 
+# secret_in_place LABEL NAME SYNCED: true (and says so) when External Secrets syncs Secret
+# NAME (SYNCED=1) or it already exists; false when the caller has to create it.
+secret_in_place() {
+  local label=$1 name=$2 synced=$3
+  if [ "$synced" = 1 ]; then
+    info "$label: Secret $name synced by External Secrets"
+    return 0
+  fi
+  if exists kubectl get secret "$name" --namespace "$APP_NAMESPACE"; then
+    info "$label: Secret $name exists"
+    return 0
+  fi
+  return 1
+}
+
 ensure_database_secret() {
-  if [ "$EXTERNAL_SECRETS" = 1 ]; then
-    info "database credentials: Secret $DB_SECRET_NAME synced by External Secrets"
-    return 0
-  fi
-  if exists kubectl get secret "$DB_SECRET_NAME" --namespace "$APP_NAMESPACE"; then
-    info "database credentials: Secret $DB_SECRET_NAME exists"
-    return 0
-  fi
+  secret_in_place "database credentials" "$DB_SECRET_NAME" "$EXTERNAL_SECRETS" && return 0
   if [ "$DRY_RUN" = 1 ]; then
     run kubectl create secret generic "$DB_SECRET_NAME" --namespace "$APP_NAMESPACE" --from-env-file "<0600 temp file: username, password>"
   elif [ -n "${RDS_USERNAME:-}" ] && [ -n "${RDS_PASSWORD:-}" ]; then
@@ -224,14 +232,9 @@ ensure_database_secret() {
 # synced by External Secrets, kept when it exists, else created once from API_KEYS_FILE. The
 # charts refuse to render without it; rotation edits the Secret (docs/operations.md, "API keys").
 ensure_api_keys_secret() {
-  if [ "$EXTERNAL_SECRETS" = 1 ] && [ -n "${API_KEYS_SECRET_ARN:-}" ]; then
-    info "API keys: Secret $API_KEYS_SECRET_NAME synced by External Secrets"
-    return 0
-  fi
-  if exists kubectl get secret "$API_KEYS_SECRET_NAME" --namespace "$APP_NAMESPACE"; then
-    info "API keys: Secret $API_KEYS_SECRET_NAME exists"
-    return 0
-  fi
+  local synced=0
+  [ "$EXTERNAL_SECRETS" = 1 ] && [ -n "${API_KEYS_SECRET_ARN:-}" ] && synced=1
+  secret_in_place "API keys" "$API_KEYS_SECRET_NAME" "$synced" && return 0
   if [ "$DRY_RUN" = 1 ]; then
     run kubectl create secret generic "$API_KEYS_SECRET_NAME" --namespace "$APP_NAMESPACE" --from-file "keys.json=<API_KEYS_FILE: JSON array of create-key entries>"
   elif [ -n "${API_KEYS_FILE:-}" ]; then
