@@ -310,9 +310,10 @@ def test_api_keys_external_secret_feeds_the_volume(chart):
     assert es["spec"]["secretStoreRef"] == {"name": "aws-secretsmanager", "kind": "SecretStore"}
     (volume,) = [v for v in pod(objs)["volumes"] if v["name"] == "api-keys"]
     assert volume["secret"]["secretName"] == f"{chart}-api-keys"
-    # auth.existingSecret names the Secret the ExternalSecret writes.
-    objs = render(chart, {"auth": {"existingSecret": "keys", "externalSecret": {"enabled": True}}})
-    assert one(objs, "ExternalSecret", "keys")["spec"]["target"]["name"] == "keys"
+    # With auth.existingSecret both releases would render the same object: refused.
+    message = render_error(chart, {**REQUIRED, "auth": {"existingSecret": "keys", "externalSecret": {"enabled": True}}})
+    assert 'auth.existingSecret ("keys") and auth.externalSecret.enabled exclude each other' in message
+    assert "second install would fail on ownership" in message and "k8s/overlays/external-secrets" in message
     # Off by default, and never without authentication.
     assert not [o for o in by_kind(render(chart), "ExternalSecret")]
     off = deploycheck.deep_merge(values, {"auth": {"enabled": False}})
@@ -675,3 +676,22 @@ def test_readme_and_guide_state_the_chart_drain_numbers():
         for fragment in (f"`server.drainDelaySeconds` ({drain} s)", f"deregistration delay {dereg} s",
                          f"`server.shutdownTimeoutSeconds` ({shutdown} s)", f"`terminationGracePeriodSeconds` ({grace})"):
             assert fragment in text, (doc, fragment)
+
+
+def test_the_two_releases_never_render_the_same_object():
+    # helm refuses to install an object another release owns: every non-hook object of one
+    # chart must differ from the other's, in every environment and shared ci scenario.
+    shared = {}
+    for chart in CHARTS:
+        for name, values in deploycheck.scenarios(chart):
+            shared.setdefault(name, {})[chart] = values
+    pairs = [(name, v) for name, v in shared.items() if len(v) == 2]
+    assert {"values-prod", "values-dev", "ci-external-secret-values"} <= {n for n, _ in pairs}
+    for name, values in pairs:
+        owned = [{(o["kind"], o["metadata"]["name"]) for o in deploycheck.chart_objects(chart, values[chart]) if not is_hook(o)}
+                 for chart in CHARTS]
+        assert not owned[0] & owned[1], (name, owned[0] & owned[1])
+    # The production values with the charts' own key sync switched on: refused, not a clash.
+    for chart in CHARTS:
+        prod = deploycheck.deep_merge(shared["values-prod"][chart], {"auth": {"externalSecret": {"enabled": True}}})
+        assert "exclude each other" in render_error(chart, prod)
