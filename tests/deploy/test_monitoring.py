@@ -32,7 +32,8 @@ PROMQL_WORDS = {"sum", "by", "without", "rate", "increase", "histogram_quantile"
                 "unless", "absent", "label_replace", "time", "on", "ignoring", "group_left", "group_right", "bool", "count", "offset"}
 
 RULE = load_yaml("k8s/monitoring/prometheusrule.yaml")
-TESTS = load_yaml("k8s/monitoring/tests/medrobotics-alerts.test.yaml")
+TEST_FILES = sorted((ROOT / "k8s/monitoring/tests").glob("*.test.yaml"))
+TESTS = {"tests": [case for f in TEST_FILES for case in load_yaml(f)["tests"]]}
 
 
 def metric_names(expr: str) -> set[str]:
