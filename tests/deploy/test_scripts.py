@@ -312,7 +312,7 @@ def upgrades(calls: list[str]) -> list[str]:
 def test_redeploy_from_a_bare_shell_refuses_to_drop_https_waf_and_image(tmp_path):
     proc, calls = run_workloads(tmp_path, SECRETS, RUNNING)
     assert proc.returncode != 0
-    assert f"CERTIFICATE_ARN is not set: this deploy would remove HTTPS" in proc.stderr
+    assert "CERTIFICATE_ARN is not set: this deploy would remove HTTPS" in proc.stderr
     assert f"Set CERTIFICATE_ARN={CERT} to keep it, or ALLOW_TLS_REMOVAL=1" in proc.stderr
     assert f"Set WAF_ACL_ARN={WAF} to keep it, or ALLOW_WAF_REMOVAL=1" in proc.stderr
     assert "IMAGE_TAG is not set: this deploy would change it to the chart's default tag 0.1.0" in proc.stderr
