@@ -139,8 +139,7 @@ where
 }
 
 /// Writes validated `records` through the grouper under `prefix` (once per
-/// `Idempotency-Key`) and answers with `answer`. Counts the records as accepted, or
-/// the request as rejected with its reason.
+/// `Idempotency-Key`) and answers with `answer`. Counts the request and its records.
 #[allow(clippy::too_many_arguments)]
 pub async fn ingest_grouped(
     state: &AppState,
@@ -165,14 +164,33 @@ pub async fn ingest_grouped(
         Ok(answer(&key, shape))
     })
     .await;
-    counted(state, result, shape.records)
+    counted(state, scope, result, shape.records)
 }
 
-/// Counts a finished request: its records accepted, or itself rejected by reason.
-pub fn counted(state: &AppState, result: Result<Response>, records: usize) -> Result<Response> {
+/// Counts a finished request to the route of `scope` in `ingest_requests_total`, and
+/// its `records` in `ingest_records_total` (at least one when rejected: a body that
+/// could not be split into records counts as one).
+pub fn counted(
+    state: &AppState,
+    scope: &'static str,
+    result: Result<Response>,
+    records: usize,
+) -> Result<Response> {
+    let route = match scope {
+        "telemetry" => "/ingest/telemetry",
+        "batch" => "/ingest/batch",
+        _ => "/ingest/procedure",
+    };
     match &result {
-        Ok(_) => state.metrics.records("accepted", "stored", records),
-        Err(err) => state.metrics.records("rejected", reason(err), 1),
+        Ok(_) => {
+            state.metrics.records("accepted", "stored", records);
+            state.metrics.request(route, "accepted");
+        }
+        Err(err) => {
+            let (outcome, reason) = err.outcome();
+            state.metrics.records(outcome, reason, records.max(1));
+            state.metrics.request(route, outcome);
+        }
     }
     result
 }
@@ -185,20 +203,5 @@ pub(crate) fn group_error(err: GroupError) -> IngestError {
         GroupError::Idempotency(msg) => IngestError::Store(StorageError::Unavailable(format!(
             "idempotency store: {msg}"
         ))),
-    }
-}
-
-/// The `reason` label for a rejected request.
-pub fn reason(err: &IngestError) -> &'static str {
-    match err {
-        IngestError::BadRequest(_)
-        | IngestError::Unprocessable(_)
-        | IngestError::UnsupportedEncoding => "invalid",
-        IngestError::TooLarge(_) => "too_large",
-        IngestError::Overloaded => "overloaded",
-        IngestError::Store(_) => "store_unavailable",
-        IngestError::DbUnavailable(_) => "db_unavailable",
-        IngestError::Conflict(_) => "in_progress",
-        IngestError::Internal(_) => "other",
     }
 }

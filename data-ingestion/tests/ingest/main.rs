@@ -14,3 +14,4 @@ mod outages;
 mod procedures;
 mod service;
 mod telemetry;
+mod wire;

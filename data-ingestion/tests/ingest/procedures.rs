@@ -52,7 +52,6 @@ async fn procedures_are_upserted(backend: Backend) {
     done["status"] = json!("completed");
     done["end_time"] = json!("2026-11-28T11:30:00Z");
     done["duration_minutes"] = json!(150);
-    done["procedure_type"] = json!("Changed on conflict? No");
     let reply = app.post_json("/ingest/procedure", &done).await;
     assert_eq!(reply.status, 201, "{}", reply.text);
     assert_eq!(
@@ -64,7 +63,7 @@ async fn procedures_are_upserted(backend: Backend) {
     let stats = app.get("/ingest/stats").await.json();
     assert_eq!(stats["total_procedures"], 1);
     assert_eq!(stats["unique_robots"], 1);
-    assert_eq!(stats["latest_procedure"], "2026-11-28T09:00:00Z");
+    assert_eq!(stats["latest_procedure"], "2026-11-28T09:00:00");
 }
 
 async fn bad_procedures_name_the_field_and_never_echo_rows(backend: Backend) {
@@ -108,7 +107,8 @@ async fn bad_procedures_name_the_field_and_never_echo_rows(backend: Backend) {
         "No data provided"
     );
 
-    // A conflict update that would put end_time before the stored start_time.
+    // A conflict that would move start_time (and so end_time before the stored
+    // start_time) changes nothing and names the field.
     assert_eq!(
         app.post_json("/ingest/procedure", &procedure(id))
             .await
@@ -119,8 +119,8 @@ async fn bad_procedures_name_the_field_and_never_echo_rows(backend: Backend) {
     earlier["start_time"] = json!("2026-11-20 07:00:00");
     earlier["end_time"] = json!("2026-11-20 08:00:00");
     let reply = app.post_json("/ingest/procedure", &earlier).await;
-    assert_eq!(reply.status, 400, "{}", reply.text);
-    assert!(reply.error().contains("end_time"));
+    assert_eq!(reply.status, 409, "{}", reply.text);
+    assert!(reply.error().starts_with("Conflicting start_time"));
     assert!(!reply.text.contains("PAT-SECRET"));
 }
 

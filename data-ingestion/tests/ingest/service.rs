@@ -85,7 +85,8 @@ async fn the_openapi_document_matches_the_live_routes() {
             &json!({"procedure_id": "aaaaaaaa-0000-4000-8000-000000000009", "robot_id": ROBOT,
                     "procedure_type": "T", "procedure_category": "C", "start_time": "2026-11-28 09:00:00",
                     "end_time": "2026-11-28 10:00:00", "duration_minutes": 60, "surgeon_id": "S",
-                    "surgeon_name": "Dr. S", "patient_id": "P", "patient_age": 40, "status": "completed"}),
+                    "surgeon_name": "Dr. S", "patient_id": "P", "patient_age": 40, "patient_gender": null,
+                    "complexity_score": null, "status": "completed"}),
         )
         .await;
     assert_eq!(p.status, 201, "{}", p.text);
