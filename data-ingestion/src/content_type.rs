@@ -8,6 +8,8 @@
 //! carries a body, as the old service's `request.get_json()` refused it; a request
 //! with no body at all goes on to the route's "No data provided".
 
+use std::marker::PhantomData;
+
 use axum::extract::{FromRef, FromRequest, Request};
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
@@ -90,48 +92,54 @@ fn unsupported(essence: Option<&str>, accepts: Accepts) -> IngestError {
     ))
 }
 
-/// A body sent as JSON (`application/json` or `application/*+json`).
+/// The media types a route takes, as a type: see [`Negotiated`].
+pub trait MediaTypes: Send + Sync {
+    /// What the route accepts.
+    const ACCEPTS: Accepts;
+}
+
+/// `application/json` and `application/*+json`.
 #[derive(Debug)]
-pub struct JsonBody(pub IngestBody);
+pub enum JsonOnly {}
+
+impl MediaTypes for JsonOnly {
+    const ACCEPTS: Accepts = Accepts::Json;
+}
+
+/// JSON or NDJSON.
+#[derive(Debug)]
+pub enum JsonOrNdjson {}
+
+impl MediaTypes for JsonOrNdjson {
+    const ACCEPTS: Accepts = Accepts::JsonOrNdjson;
+}
+
+/// A request body whose `Content-Type` is one of `M`'s, read as an [`IngestBody`]
+/// (the type is checked before the body is read).
+#[derive(Debug)]
+pub struct Negotiated<M>(pub IngestBody, PhantomData<M>);
+
+/// A body sent as JSON (`application/json` or `application/*+json`).
+pub type JsonBody = Negotiated<JsonOnly>;
 
 /// A body sent as JSON or NDJSON.
-#[derive(Debug)]
-pub struct JsonOrNdjsonBody(pub IngestBody);
+pub type JsonOrNdjsonBody = Negotiated<JsonOrNdjson>;
 
-async fn extract<S>(req: Request, state: &S, accepts: Accepts) -> Result<IngestBody, IngestError>
+impl<S, M> FromRequest<S> for Negotiated<M>
 where
     S: Send + Sync,
     BodyLimit: FromRef<S>,
-{
-    let declared = check(req.headers(), accepts)?;
-    let body = IngestBody::from_request(req, state).await?;
-    if declared == Declared::Missing && !body.bytes.is_empty() {
-        return Err(unsupported(None, accepts));
-    }
-    Ok(body)
-}
-
-impl<S> FromRequest<S> for JsonBody
-where
-    S: Send + Sync,
-    BodyLimit: FromRef<S>,
+    M: MediaTypes,
 {
     type Rejection = IngestError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        extract(req, state, Accepts::Json).await.map(Self)
-    }
-}
-
-impl<S> FromRequest<S> for JsonOrNdjsonBody
-where
-    S: Send + Sync,
-    BodyLimit: FromRef<S>,
-{
-    type Rejection = IngestError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        extract(req, state, Accepts::JsonOrNdjson).await.map(Self)
+        let declared = check(req.headers(), M::ACCEPTS)?;
+        let body = IngestBody::from_request(req, state).await?;
+        if declared == Declared::Missing && !body.bytes.is_empty() {
+            return Err(unsupported(None, M::ACCEPTS));
+        }
+        Ok(Self(body, PhantomData))
     }
 }
 

@@ -102,7 +102,7 @@ pub async fn ingest_batch(
     body: std::result::Result<JsonBody, IngestError>,
 ) -> Result<Response> {
     let body = match body {
-        Ok(JsonBody(body)) => body,
+        Ok(body) => body.0,
         Err(err) => return counted(&state, "batch", Err(err), 1),
     };
     let (kind, records) = match parse_batch(&body.bytes) {

@@ -41,7 +41,7 @@ pub async fn ingest_procedure(
     body: std::result::Result<JsonBody, IngestError>,
 ) -> Result<Response> {
     let result = async {
-        let JsonBody(body) = body?;
+        let body = body?.0;
         let procedure = NewProcedure::parse(&body.bytes)?;
         let shape = RequestShape { records: 1, is_array: false };
         idempotent(&state, "procedure", &headers, &body.bytes, shape, |_| async {

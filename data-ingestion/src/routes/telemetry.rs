@@ -42,7 +42,7 @@ pub async fn ingest_telemetry(
     body: std::result::Result<JsonOrNdjsonBody, IngestError>,
 ) -> Result<Response> {
     let body = match body {
-        Ok(JsonOrNdjsonBody(body)) => body,
+        Ok(body) => body.0,
         Err(err) => return counted(&state, "telemetry", Err(err), 1),
     };
     let records = match parse_records(&body.bytes, body.ndjson) {

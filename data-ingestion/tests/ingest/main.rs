@@ -8,6 +8,7 @@ mod helpers;
 
 mod bad_input;
 mod batch;
+mod bodies;
 mod idempotency;
 mod loss;
 mod outages;
