@@ -16,7 +16,8 @@ pub struct RecordLabels {
     /// `accepted`, `rejected` (4xx: the client must change the request) or
     /// `unavailable` (503, or 409 while the same `Idempotency-Key` is in progress).
     pub outcome: &'static str,
-    /// `stored`; `invalid`, `conflict`, `too_large`, `unsupported_media_type`;
+    /// `stored`; `invalid`, `conflict`, `too_large`, `unsupported_media_type`,
+    /// `unauthorized`, `forbidden`, `rate_limited`;
     /// `overloaded`, `store_unavailable`, `db_unavailable`, `in_progress`, `internal`
     /// (see [`crate::error::IngestError::outcome`]).
     pub reason: &'static str,

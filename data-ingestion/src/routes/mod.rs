@@ -3,8 +3,10 @@
 
 use std::future::Future;
 
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -13,6 +15,7 @@ use crate::AppState;
 use crate::error::{IngestError, Result};
 use crate::grouper::{GroupError, IdempotencyRef};
 use crate::idempotency::{Claim, RequestShape, parse_key, request_hash};
+use crate::metrics::IngestMetrics;
 use crate::telemetry::Records;
 use common::storage::StorageError;
 
@@ -165,6 +168,36 @@ pub async fn ingest_grouped(
     })
     .await;
     counted(state, scope, result, shape.records)
+}
+
+/// Middleware around the authentication layer: counts the ingest requests it
+/// refused before a handler ran (401, 403, 429) as `rejected`, one record each.
+/// Handlers never answer these statuses, so nothing is counted twice.
+pub async fn count_refusals(
+    State(metrics): State<IngestMetrics>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = match req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+    {
+        Some("/ingest/telemetry") => "/ingest/telemetry",
+        Some("/ingest/batch") => "/ingest/batch",
+        Some("/ingest/procedure") => "/ingest/procedure",
+        _ => return next.run(req).await,
+    };
+    let res = next.run(req).await;
+    let reason = match res.status() {
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        _ => return res,
+    };
+    metrics.records("rejected", reason, 1);
+    metrics.request(route, "rejected");
+    res
 }
 
 /// Counts a finished request to the route of `scope` in `ingest_requests_total`, and
