@@ -170,6 +170,13 @@ pub async fn ingest_grouped(
     counted(state, scope, result, shape.records)
 }
 
+/// The ingestion routes by idempotency scope: the `route` label values.
+const INGEST_ROUTES: [(&str, &str); 3] = [
+    ("telemetry", "/ingest/telemetry"),
+    ("batch", "/ingest/batch"),
+    ("procedure", "/ingest/procedure"),
+];
+
 /// Middleware around the authentication layer: counts the ingest requests it
 /// refused before a handler ran (401, 403, 429) as `rejected`, one record each.
 /// Handlers never answer these statuses, so nothing is counted twice.
@@ -178,15 +185,13 @@ pub async fn count_refusals(
     req: Request,
     next: Next,
 ) -> Response {
-    let route = match req
+    let Some(route) = req
         .extensions()
         .get::<MatchedPath>()
-        .map(MatchedPath::as_str)
-    {
-        Some("/ingest/telemetry") => "/ingest/telemetry",
-        Some("/ingest/batch") => "/ingest/batch",
-        Some("/ingest/procedure") => "/ingest/procedure",
-        _ => return next.run(req).await,
+        .and_then(|p| INGEST_ROUTES.iter().find(|(_, r)| *r == p.as_str()))
+        .map(|(_, r)| *r)
+    else {
+        return next.run(req).await;
     };
     let res = next.run(req).await;
     let reason = match res.status() {
@@ -209,11 +214,10 @@ pub fn counted(
     result: Result<Response>,
     records: usize,
 ) -> Result<Response> {
-    let route = match scope {
-        "telemetry" => "/ingest/telemetry",
-        "batch" => "/ingest/batch",
-        _ => "/ingest/procedure",
-    };
+    let route = INGEST_ROUTES
+        .iter()
+        .find(|(s, _)| *s == scope)
+        .map_or("/ingest/procedure", |(_, r)| r);
     match &result {
         Ok(_) => {
             state.metrics.records("accepted", "stored", records);
