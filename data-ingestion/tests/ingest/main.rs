@@ -8,9 +8,11 @@ mod helpers;
 
 mod bad_input;
 mod batch;
+mod bodies;
 mod idempotency;
 mod loss;
 mod outages;
 mod procedures;
 mod service;
 mod telemetry;
+mod wire;
