@@ -84,9 +84,9 @@ run kubectl delete namespace "$MONITORING_NAMESPACE" --ignore-not-found --wait -
 
 step "addons: external secrets, namespace, load balancer controller, autoscaler, metrics, storage"
 if [ "$DRY_RUN" = 1 ] || exists kubectl get crd externalsecrets.external-secrets.io; then
-  run kubectl delete -f "$REPO_ROOT/k8s/overlays/external-secrets/externalsecret.yaml" --ignore-not-found
-  run kubectl delete -f "$REPO_ROOT/k8s/overlays/external-secrets/externalsecret-api-keys.yaml" --ignore-not-found
-  run kubectl delete -f "$REPO_ROOT/k8s/overlays/external-secrets/secretstore.yaml" --ignore-not-found
+  run kubectl delete -f "$REPO_ROOT/k8s/components/external-secrets/externalsecret.yaml" --ignore-not-found
+  run kubectl delete -f "$REPO_ROOT/k8s/components/external-secrets/externalsecret-api-keys.yaml" --ignore-not-found
+  run kubectl delete -f "$REPO_ROOT/k8s/components/external-secrets/secretstore.yaml" --ignore-not-found
 fi
 helm_uninstall external-secrets external-secrets
 run kubectl delete -k "$REPO_ROOT/k8s/namespace" --ignore-not-found --wait --timeout 5m

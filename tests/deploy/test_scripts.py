@@ -249,25 +249,32 @@ def fake_cluster(tmp_path: Path, secrets: set[str]) -> tuple[str, Path]:
     # "|"-separated n:pattern); the account id otherwise.
     (bin_dir / "aws").write_text(
         '#!/bin/bash\necho "aws $*" >>"$CALLS"\n'
+        'if [ "$1" = --version ]; then echo "aws-cli/2.17.0 Python/3.12"; exit 0; fi\n'
         'IFS="|" read -ra rules <<<"${FAKE_AWS:-}"\n'
         'for rule in "${rules[@]}"; do pat=${rule%%=>*}; ans=${rule#*=>}\n'
         '  if [[ "$*" == *"$pat"* ]]; then [ "$ans" = FAIL ] && exit 255; printf "%s\\n" "$ans"; exit 0; fi\ndone\n'
         'echo 111122223333\n')
-    (bin_dir / "helm").write_text('#!/bin/bash\necho "helm $*" >>"$CALLS"\n')
-    # kubectl: logs the whole call; `apply -k DIR` keeps a copy of DIR next to the log;
-    # `get ingress` answers FAKE_ALB_HOST from the FAKE_ALB_AFTER-th call on.
+    (bin_dir / "helm").write_text('#!/bin/bash\necho "helm $*" >>"$CALLS"\n'
+                                  'if [ "$1" = version ]; then echo v3.16.2; fi\n')
+    # kubectl: logs the whole call; `apply -k DIR` keeps DIR as built by the real kubectl
+    # (REAL_KUBECTL) next to the log; `get ingress api-service` answers FAKE_ALB_HOST from
+    # the FAKE_ALB_AFTER-th call on.
     (bin_dir / "kubectl").write_text(
         '#!/bin/bash\necho "kubectl $*" >>"$CALLS"\n'
         'if [ "$1" = --context ]; then shift 2; fi\n'
         'if [ "$1 $2" = "get secret" ]; then case " $SECRETS " in *" $3 "*) exit 0 ;; *) exit 1 ;; esac; fi\n'
-        'if [ "$1 $2" = "apply -k" ]; then n=$(ls -d "$CALLS".k* 2>/dev/null | wc -l); cp -r "$3" "$CALLS.k$n"; fi\n'
-        'if [ "$1 $2" = "get ingress" ]; then echo x >>"$CALLS.ingress"\n'
+        'if [ "$1 $2" = "version --client" ]; then echo "Client Version: v1.31.0"; fi\n'
+        'if [ "$1 $2" = "apply -k" ] && [ -n "${REAL_KUBECTL:-}" ]; then n=$(ls "$CALLS".k* 2>/dev/null | wc -l)\n'
+        '  "$REAL_KUBECTL" kustomize "$3" >"$CALLS.k$n.yaml" || exit 1; fi\n'
+        'if [ "$1 $2 $3" = "get ingress api-service" ]; then echo x >>"$CALLS.ingress"\n'
         '  [ "$(wc -l <"$CALLS.ingress")" -ge "${FAKE_ALB_AFTER:-1}" ] && printf "%s" "${FAKE_ALB_HOST:-}"; fi\n'
         'if [ "$1 $2" = "get hpa" ]; then echo 40; fi\n')
     # curl: /health answers from the FAKE_CURL_AFTER-th call on; data routes 401.
+    # (plain http: the 301 redirect to HTTPS).
     (bin_dir / "curl").write_text(
         '#!/bin/bash\necho "curl $*" >>"$CALLS"\nurl=${*: -1}\n'
-        'case "$url" in */health) echo x >>"$CALLS.curl"\n'
+        'case "$url" in http://*) printf 301 ;;\n'
+        '  */health) echo x >>"$CALLS.curl"\n'
         '  [ "$(wc -l <"$CALLS.curl")" -ge "${FAKE_CURL_AFTER:-1}" ] || exit 7; echo ok ;;\n'
         '  *) printf 401 ;; esac\n')
     for tool in ("aws", "helm", "kubectl", "curl"):
@@ -294,6 +301,7 @@ def run_steps(tmp_path: Path, steps: list[str], secrets: set[str], env: dict,
     path, log = fake_cluster(tmp_path, secrets)
     proc = subprocess.run(["bash", str(ROOT / "deploy/deploy.sh"), *steps], capture_output=True, text=True,
                           env={**ENV, "CERTIFICATE_ARN": CERT, "RDS_CA_BUNDLE": rds_ca(tmp_path),
+                               "REAL_KUBECTL": deploycheck.KUBECTL,
                                "PATH": path, "HOME": str(tmp_path), "CALLS": str(log),
                                "SECRETS": " ".join(sorted(secrets)), **env}, check=False, timeout=timeout)
     return proc, (log.read_text().splitlines() if log.exists() else [])
