@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Deploy the medrobotics platform on EKS, end to end and idempotently:
 #
-#   preflight  tool versions, AWS identity, required settings
+#   preflight  tool versions, AWS identity, required settings (prod: HTTPS certificate and
+#              RDS CA bundle), both images in ECR
 #   images     ECR repositories (stack $IMAGES_STACK)
 #   cluster    EKS cluster, node group, add-ons, IAM roles (stack $CLUSTER_STACK), kubeconfig
 #   addons     namespace, gp3 StorageClass (EBS CSI), metrics-server, Cluster Autoscaler,
 #              AWS Load Balancer Controller[, External Secrets Operator]
-#   monitoring kube-prometheus-stack (Grafana admin password from a Secret), rules, dashboard
-#   workloads  database and API keys Secret checks, api-service and data-ingestion charts
-#              (migrations run as a pre-install/pre-upgrade hook), helm test
-#   verify     the design's "expected output": nodes, pods, services, ingress address, HPAs,
-#              and that the data routes refuse a request without an API key
+#   monitoring kube-prometheus-stack (Grafana admin password and alert receivers from
+#              Secrets), rules, dashboard
+#   workloads  database and API keys Secret checks, RDS CA ConfigMap, api-service and
+#              data-ingestion charts (migrations run as a pre-install/pre-upgrade hook), helm test
+#   verify     the design's "expected output": nodes, pods, services, HPAs; waits (VERIFY_TIMEOUT)
+#              for the ALB to serve the health routes; the data routes refuse a request without a key
+# Every kubectl/helm call names the kube context KUBE_CONTEXT (default: CLUSTER_NAME).
 #
 # Usage: deploy/deploy.sh [--dry-run] [--external-secrets] [STEP...]
 #        deploy/deploy.sh pin-addons     print the EKS add-on versions the cluster runs
@@ -25,7 +28,7 @@ set -euo pipefail
 ALL_STEPS=(preflight images cluster addons monitoring workloads verify)
 
 usage() {
-  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 steps=()
