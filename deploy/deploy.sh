@@ -28,7 +28,8 @@ set -euo pipefail
 ALL_STEPS=(preflight images cluster addons monitoring workloads verify)
 
 usage() {
-  sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
+  # The comment block at the top of this file.
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
 }
 
 steps=()
