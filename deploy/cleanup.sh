@@ -101,7 +101,7 @@ else
   step "cluster: stack $CLUSTER_STACK (10-15 minutes)"
   run aws cloudformation delete-stack --region "$AWS_REGION" --stack-name "$CLUSTER_STACK"
   run aws cloudformation wait stack-delete-complete --region "$AWS_REGION" --stack-name "$CLUSTER_STACK"
-  run kubectl config delete-context "$CLUSTER_NAME"
+  run kubectl config delete-context "$KUBE_CONTEXT"
   info "kept: KMS key alias/$CLUSTER_NAME (scheduled deletion is a manual decision), orphaned ENIs are reported by:"
   info "  aws ec2 describe-network-interfaces --filters Name=tag:cluster.k8s.amazonaws.com/name,Values=$CLUSTER_NAME"
 fi
