@@ -166,6 +166,7 @@ addon_version() {
 
 # external_secrets_kustomization DIR ROLE: writes DIR/kustomization.yaml and DIR/settings.yaml:
 # the component k8s/components/external-secrets with this deploy's region, secret ARNs and role.
+# DIR is a directory directly under k8s/ (kustomize takes only relative component paths).
 external_secrets_kustomization() {
   local dir=$1 role=$2 region component arn
   if [ -z "${DATABASE_SECRET_ARN:-}" ]; then
@@ -180,7 +181,7 @@ external_secrets_kustomization() {
   done
   # The secret's own region (from its ARN): the SecretStore must ask Secrets Manager there.
   region=$(cut -d: -f4 <<<"$DATABASE_SECRET_ARN")
-  component=$(realpath --relative-to="$dir" "$REPO_ROOT/k8s/components/external-secrets")
+  component=../components/external-secrets
   cat >"$dir/settings.yaml" <<SETTINGS
 apiVersion: v1
 kind: ConfigMap
@@ -354,10 +355,14 @@ do_addons() {
       --version "$EXTERNAL_SECRETS_CHART" --namespace external-secrets --create-namespace \
       --values "$DEPLOY_DIR/addons/external-secrets-values.yaml" --wait --timeout 5m
     local es_dir
-    es_dir=$(mktemp -d)
-    external_secrets_kustomization "$es_dir" "$eso_role"
-    info "SecretStore in $(sed -n 's/^  region: //p' "$es_dir/settings.yaml"); the ExternalSecrets read $DATABASE_SECRET_ARN${API_KEYS_SECRET_ARN:+ and $API_KEYS_SECRET_ARN}"
-    run kubectl apply -k "$es_dir"
+    es_dir=$(mktemp -d "$REPO_ROOT/k8s/.deploy-external-secrets.XXXXXX")
+    # In a subshell so that the directory goes whatever happens.
+    if ! (external_secrets_kustomization "$es_dir" "$eso_role" &&
+      info "SecretStore in $(sed -n 's/^  region: //p' "$es_dir/settings.yaml"); the ExternalSecrets read $DATABASE_SECRET_ARN${API_KEYS_SECRET_ARN:+ and $API_KEYS_SECRET_ARN}" &&
+      run kubectl apply -k "$es_dir"); then
+      rm -rf "$es_dir"
+      die "the External Secrets objects were not applied"
+    fi
     rm -rf "$es_dir"
     run kubectl wait externalsecret "$DB_SECRET_NAME" --namespace "$APP_NAMESPACE" \
       --for=condition=Ready --timeout 2m

@@ -36,7 +36,7 @@ ACTIONS = {
     "lb-controller": r"^helm upgrade --install aws-load-balancer-controller ",
     "external-secrets": r"^helm upgrade --install external-secrets ",
     # The External Secrets objects: k8s/components/external-secrets with this deploy's settings.
-    "external-secrets-objects": r"^kubectl apply -k (?!\S*/k8s/)\S+$",
+    "external-secrets-objects": r"^kubectl apply -k \S+/k8s/\.deploy-external-secrets\.\S+$",
     "grafana-secret": r"^kubectl create secret generic grafana-admin ",
     "monitoring": r"^helm upgrade --install prometheus ",
     "monitoring-objects": r"^kubectl apply -k \S+/k8s/monitoring$",
