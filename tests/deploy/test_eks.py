@@ -202,6 +202,7 @@ def test_external_secrets_read_the_secrets_the_stack_grants_in_their_region(tmp_
 def test_external_secrets_refuse_a_secret_name_instead_of_its_arn(tmp_path):
     proc, calls = run_steps(tmp_path, ["--external-secrets", "addons"], set(), {"DATABASE_SECRET_ARN": "medrobotics/rds"})
     assert proc.returncode != 0 and "is not the full ARN" in proc.stderr
+    assert not list((ROOT / "k8s").glob(".deploy-*")), "the temporary kustomization was left behind"
     assert not [c for c in calls if " apply -k " in c and "/k8s/namespace" not in c]
 
 
