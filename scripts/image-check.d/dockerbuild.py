@@ -156,11 +156,12 @@ def main() -> int:
         stage = by_name[stage["base"]]
     print(f"image-check: stages {' -> '.join(s['name'] for s in chain)} (base image {chain[0]['base']})", flush=True)
 
+    # Stages the target's chain COPYs from (the planner), other than the chain itself.
     needed_from = {}
-    for s in stages:
+    for s in chain:
         for kw, rest in s["instructions"]:
             m = re.search(r"--from=(\S+)", rest) if kw == "COPY" else None
-            if m:
+            if m and m.group(1) not in {c["name"] for c in chain}:
                 needed_from[m.group(1)] = True
 
     env: dict[str, str] = {}
