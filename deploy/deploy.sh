@@ -562,7 +562,7 @@ do_verify() {
   run kubectl get hpa --namespace "$APP_NAMESPACE"
   run kubectl top nodes
   if [ "$DRY_RUN" = 1 ]; then
-    info "(a real run also waits up to ${VERIFY_TIMEOUT:-600} s for the ALB address and for /api/health and /ingest/health answer, /api/robots and /ingest/stats refuse a request without a key, HPA targets known)"
+    info "(a real run also waits up to ${VERIFY_TIMEOUT:-600} s for the ALB address and for /api/health and /ingest/health to answer through it; checks /api/robots and /ingest/stats refuse a request without a key, HPA targets known)"
     return 0
   fi
   local address failures=0 hpa current scheme=http code
