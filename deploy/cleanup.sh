@@ -84,9 +84,9 @@ run kubectl delete namespace "$MONITORING_NAMESPACE" --ignore-not-found --wait -
 
 step "addons: external secrets, namespace, load balancer controller, autoscaler, metrics, storage"
 if [ "$DRY_RUN" = 1 ] || exists kubectl get crd externalsecrets.external-secrets.io; then
-  run kubectl delete -f "$REPO_ROOT/k8s/overlays/external-secrets/externalsecret.yaml" --ignore-not-found
-  run kubectl delete -f "$REPO_ROOT/k8s/overlays/external-secrets/externalsecret-api-keys.yaml" --ignore-not-found
-  run kubectl delete -f "$REPO_ROOT/k8s/overlays/external-secrets/secretstore.yaml" --ignore-not-found
+  run kubectl delete -f "$REPO_ROOT/k8s/components/external-secrets/externalsecret.yaml" --ignore-not-found
+  run kubectl delete -f "$REPO_ROOT/k8s/components/external-secrets/externalsecret-api-keys.yaml" --ignore-not-found
+  run kubectl delete -f "$REPO_ROOT/k8s/components/external-secrets/secretstore.yaml" --ignore-not-found
 fi
 helm_uninstall external-secrets external-secrets
 run kubectl delete -k "$REPO_ROOT/k8s/namespace" --ignore-not-found --wait --timeout 5m
@@ -101,7 +101,7 @@ else
   step "cluster: stack $CLUSTER_STACK (10-15 minutes)"
   run aws cloudformation delete-stack --region "$AWS_REGION" --stack-name "$CLUSTER_STACK"
   run aws cloudformation wait stack-delete-complete --region "$AWS_REGION" --stack-name "$CLUSTER_STACK"
-  run kubectl config delete-context "$CLUSTER_NAME"
+  run kubectl config delete-context "$KUBE_CONTEXT"
   info "kept: KMS key alias/$CLUSTER_NAME (scheduled deletion is a manual decision), orphaned ENIs are reported by:"
   info "  aws ec2 describe-network-interfaces --filters Name=tag:cluster.k8s.amazonaws.com/name,Values=$CLUSTER_NAME"
 fi

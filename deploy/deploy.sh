@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Deploy the medrobotics platform on EKS, end to end and idempotently:
 #
-#   preflight  tool versions, AWS identity, required settings
+#   preflight  tool versions, AWS identity, required settings (prod: HTTPS certificate and
+#              RDS CA bundle), both images in ECR
 #   images     ECR repositories (stack $IMAGES_STACK)
 #   cluster    EKS cluster, node group, add-ons, IAM roles (stack $CLUSTER_STACK), kubeconfig
 #   addons     namespace, gp3 StorageClass (EBS CSI), metrics-server, Cluster Autoscaler,
 #              AWS Load Balancer Controller[, External Secrets Operator]
-#   monitoring kube-prometheus-stack (Grafana admin password from a Secret), rules, dashboard
-#   workloads  database and API keys Secret checks, api-service and data-ingestion charts
-#              (migrations run as a pre-install/pre-upgrade hook), helm test; refuses to drop
-#              the running HTTPS/WAF or change the image unasked (CERTIFICATE_ARN, WAF_ACL_ARN,
-#              IMAGE_TAG; ALLOW_TLS_REMOVAL=1, ALLOW_WAF_REMOVAL=1)
-#   verify     the design's "expected output": nodes, pods, services, ingress address, HPAs,
-#              and that the data routes refuse a request without an API key
+#   monitoring kube-prometheus-stack (Grafana admin password and alert receivers from
+#              Secrets), rules, dashboard
+#   workloads  database and API keys Secret checks, RDS CA ConfigMap, api-service and
+#              data-ingestion charts (migrations run as a pre-install/pre-upgrade hook), helm
+#              test; refuses to drop the running HTTPS/WAF or change the image unasked
+#              (CERTIFICATE_ARN, WAF_ACL_ARN, IMAGE_TAG; ALLOW_TLS_REMOVAL=1, ALLOW_WAF_REMOVAL=1)
+#   verify     the design's "expected output": nodes, pods, services, HPAs; waits (VERIFY_TIMEOUT)
+#              for the ALB to serve the health routes; the data routes refuse a request without a key
+# Every kubectl/helm call names the kube context KUBE_CONTEXT (default: CLUSTER_NAME).
 #
 # Usage: deploy/deploy.sh [--dry-run] [--external-secrets] [STEP...]
 #        deploy/deploy.sh pin-addons     print the EKS add-on versions the cluster runs
@@ -27,7 +30,8 @@ set -euo pipefail
 ALL_STEPS=(preflight images cluster addons monitoring workloads verify)
 
 usage() {
-  sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+  # The comment block at the top of this file.
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
 }
 
 steps=()
@@ -50,6 +54,200 @@ done
 [ "${#steps[@]}" -gt 0 ] || steps=("${ALL_STEPS[@]}")
 
 # ---------------------------------------------------------------------------------------
+# Checks a real cluster would otherwise fail on late (issue 14). Kept together here.
+
+# image_tag CHART: IMAGE_TAG, else the chart's appVersion.
+image_tag() {
+  printf '%s' "${IMAGE_TAG:-$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$REPO_ROOT/helm/$1/Chart.yaml")}"
+}
+
+# require_https: prod serves API keys and patient data through an internet-facing ALB, so it
+# needs CERTIFICATE_ARN (HTTPS); dev may run HTTP-only, with a warning.
+require_https() {
+  [ -n "${CERTIFICATE_ARN:-}" ] && return 0
+  if [ "$ENVIRONMENT" = prod ]; then
+    if [ "$DRY_RUN" = 1 ]; then
+      warn "not set: CERTIFICATE_ARN (a real prod run refuses to deploy without it)"
+      return 0
+    fi
+    die "ENVIRONMENT=prod needs CERTIFICATE_ARN (an ACM certificate for the ALB): without it the internet-facing ALB would carry API keys and patient data over plain HTTP. Request one in ACM (docs/operations.md, \"HTTPS and WAF\"), or use ENVIRONMENT=dev for an HTTP-only test install"
+  fi
+  warn "CERTIFICATE_ARN is not set: the ALB serves plain HTTP (ENVIRONMENT=$ENVIRONMENT only; prod refuses this)"
+}
+
+# require_rds_ca: prod verifies the database server (sslmode verify-full) against the RDS CA
+# bundle the operator downloads from AWS (docs/operations.md, "Database TLS").
+require_rds_ca() {
+  [ "$ENVIRONMENT" = prod ] || [ -n "${RDS_CA_BUNDLE:-}" ] || return 0
+  if [ -z "${RDS_CA_BUNDLE:-}" ]; then
+    if [ "$DRY_RUN" = 1 ]; then
+      warn "not set: RDS_CA_BUNDLE (a real prod run refuses to deploy without it)"
+      return 0
+    fi
+    die "ENVIRONMENT=prod connects to RDS with sslmode verify-full: set RDS_CA_BUNDLE to the RDS CA bundle PEM file (docs/operations.md, \"Database TLS\")"
+  fi
+  [ -r "$RDS_CA_BUNDLE" ] || die "RDS_CA_BUNDLE=$RDS_CA_BUNDLE is not readable"
+  grep -q -- '-----BEGIN CERTIFICATE-----' "$RDS_CA_BUNDLE" ||
+    die "RDS_CA_BUNDLE=$RDS_CA_BUNDLE holds no PEM certificate"
+}
+
+# ensure_rds_ca_configmap: ConfigMap $RDS_CA_CONFIGMAP (key ca-bundle.pem) from RDS_CA_BUNDLE,
+# created or updated on every deploy, so a new bundle from AWS is one deploy away.
+ensure_rds_ca_configmap() {
+  [ "$ENVIRONMENT" = prod ] || [ -n "${RDS_CA_BUNDLE:-}" ] || return 0
+  if [ "$DRY_RUN" = 1 ] && [ -z "${RDS_CA_BUNDLE:-}" ]; then
+    run kubectl apply --namespace "$APP_NAMESPACE" -f "<ConfigMap $RDS_CA_CONFIGMAP from RDS_CA_BUNDLE>"
+    return 0
+  fi
+  local file
+  file=$(mktemp)
+  command kubectl create configmap "$RDS_CA_CONFIGMAP" --namespace "$APP_NAMESPACE" \
+    --from-file "ca-bundle.pem=$RDS_CA_BUNDLE" --dry-run=client -o yaml >"$file"
+  run kubectl apply --namespace "$APP_NAMESPACE" -f "$file"
+  rm -f "$file"
+}
+
+# check_images_exist: both image tags are in ECR before anything waits 10 minutes for them.
+check_images_exist() {
+  local chart tag
+  for chart in api-service data-ingestion; do
+    tag=$(image_tag "$chart")
+    if [ "$DRY_RUN" = 1 ]; then
+      query aws ecr describe-images --region "$AWS_REGION" --repository-name "medrobotics/$chart" --image-ids "imageTag=$tag" >/dev/null
+    elif ! aws ecr describe-images --region "$AWS_REGION" --repository-name "medrobotics/$chart" \
+      --image-ids "imageTag=$tag" --query 'imageDetails[0].imageTags' --output text >/dev/null 2>&1; then
+      die "image medrobotics/$chart:$tag is not in ECR (account $AWS_ACCOUNT_ID, $AWS_REGION): build and push it first (docs/operations.md, \"Images\"), or set IMAGE_TAG to a pushed tag"
+    else
+      info "image medrobotics/$chart:$tag is in ECR"
+    fi
+  done
+}
+
+# prepare_stack STACK: a stack whose first creation failed sits in ROLLBACK_COMPLETE and can
+# be neither updated nor re-created; it holds no resources (retained ones, such as the
+# cluster's KMS key, live on outside it). Show why it failed, delete it, then deploy anew.
+prepare_stack() {
+  local stack=$1 status
+  status=$(DRY_RUN_ANSWER="" query aws cloudformation describe-stacks --region "$AWS_REGION" --stack-name "$stack" \
+    --query 'Stacks[0].StackStatus' --output text 2>/dev/null || true)
+  case "$status" in
+    ROLLBACK_COMPLETE)
+      warn "stack $stack is in ROLLBACK_COMPLETE: its first creation failed, and CloudFormation can only delete it. Why it failed:"
+      query aws cloudformation describe-stack-events --region "$AWS_REGION" --stack-name "$stack" \
+        --query "StackEvents[?ResourceStatus=='CREATE_FAILED'].[LogicalResourceId,ResourceStatusReason]" --output text >&2 || true
+      info "deleting the failed stack $stack, then creating it again"
+      run aws cloudformation delete-stack --region "$AWS_REGION" --stack-name "$stack"
+      run aws cloudformation wait stack-delete-complete --region "$AWS_REGION" --stack-name "$stack"
+      ;;
+    *_IN_PROGRESS)
+      die "stack $stack is $status: wait for it to finish (aws cloudformation describe-stack-events --stack-name $stack), then run again"
+      ;;
+    *) ;;
+  esac
+}
+
+# addon_version VAR ADDON: the pinned version (checked against KUBERNETES_VERSION), else EKS's
+# default for KUBERNETES_VERSION. Passing the resolved version to the stack ties the add-ons
+# to the Kubernetes version: a bump of KUBERNETES_VERSION changes them with the control plane.
+addon_version() {
+  local pinned=${!1} addon=$2 found
+  if [ -n "$pinned" ]; then
+    found=$(DRY_RUN_ANSWER="$pinned" query aws eks describe-addon-versions --region "$AWS_REGION" \
+      --kubernetes-version "$KUBERNETES_VERSION" --addon-name "$addon" \
+      --query "addons[0].addonVersions[?addonVersion=='$pinned'].addonVersion | [0]" --output text)
+    [ "$found" = "$pinned" ] ||
+      die "$1=$pinned ($addon) does not support Kubernetes $KUBERNETES_VERSION: update deploy/versions.env (empty = EKS default)"
+    printf '%s' "$pinned"
+    return 0
+  fi
+  found=$(DRY_RUN_ANSWER="<$addon default for $KUBERNETES_VERSION>" query aws eks describe-addon-versions --region "$AWS_REGION" \
+    --kubernetes-version "$KUBERNETES_VERSION" --addon-name "$addon" \
+    --query 'addons[0].addonVersions[?compatibilities[?defaultVersion]].addonVersion | [0]' --output text)
+  non_empty "EKS default version of add-on $addon for Kubernetes $KUBERNETES_VERSION" "$found"
+}
+
+# external_secrets_kustomization DIR ROLE: writes DIR/kustomization.yaml and DIR/settings.yaml:
+# the component k8s/components/external-secrets with this deploy's region, secret ARNs and role.
+# DIR is a directory directly under k8s/ (kustomize takes only relative component paths).
+external_secrets_kustomization() {
+  local dir=$1 role=$2 region component arn
+  if [ -z "${DATABASE_SECRET_ARN:-}" ]; then
+    [ "$DRY_RUN" = 1 ] ||
+      die "--external-secrets needs DATABASE_SECRET_ARN (the cluster stack lets the External Secrets role read exactly that secret)"
+    warn "not set: DATABASE_SECRET_ARN (placeholder used in a dry run)"
+    DATABASE_SECRET_ARN="arn:aws:secretsmanager:$AWS_REGION:$DRY_RUN_ACCOUNT:secret:DATABASE_SECRET_ARN-XXXXXX"
+  fi
+  for arn in "$DATABASE_SECRET_ARN" ${API_KEYS_SECRET_ARN:+"$API_KEYS_SECRET_ARN"}; do
+    [[ "$arn" =~ ^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+-[A-Za-z0-9]{6}$ ]] ||
+      die "$arn is not the full ARN of a Secrets Manager secret (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME-XXXXXX)"
+  done
+  # The secret's own region (from its ARN): the SecretStore must ask Secrets Manager there.
+  region=$(cut -d: -f4 <<<"$DATABASE_SECRET_ARN")
+  component=../components/external-secrets
+  cat >"$dir/settings.yaml" <<SETTINGS
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: external-secrets-settings
+  annotations:
+    config.kubernetes.io/local-config: "true"
+data:
+  region: $region
+  databaseSecret: $DATABASE_SECRET_ARN
+  apiKeysSecret: ${API_KEYS_SECRET_ARN:-none}
+  roleArn: $role
+SETTINGS
+  {
+    printf 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - settings.yaml\ncomponents:\n  - %s\n' "$component"
+    if [ -z "${API_KEYS_SECRET_ARN:-}" ]; then
+      # No API keys secret: the keys stay a Kubernetes Secret (API_KEYS_FILE).
+      # shellcheck disable=SC2016  # $patch is kustomize's directive, not a shell variable
+      printf 'patches:\n  - patch: |-\n      $patch: delete\n      apiVersion: external-secrets.io/v1\n      kind: ExternalSecret\n      metadata:\n        name: %s\n        namespace: %s\n' \
+        "$API_KEYS_SECRET_NAME" "$APP_NAMESPACE"
+    fi
+  } >"$dir/kustomization.yaml"
+}
+
+# wait_for_alb_health SCHEME CURL_ARGS...: polls (VERIFY_TIMEOUT seconds in all, default 600)
+# until the Ingress has an ALB address and /api/health and /ingest/health answer through it.
+# A first deploy needs minutes: ALB provisioning, DNS, then two passing target health checks.
+# Sets ALB_ADDRESS; false when the deadline passes, saying what it was still waiting for.
+wait_for_alb_health() {
+  local scheme=$1 deadline=$((SECONDS + ${VERIFY_TIMEOUT:-600})) waiting="" said=-100 path ok
+  shift
+  ALB_ADDRESS=""
+  while :; do
+    if [ -z "$ALB_ADDRESS" ]; then
+      ALB_ADDRESS=$(kubectl get ingress api-service --namespace "$APP_NAMESPACE" -o jsonpath='{.status.loadBalancer.ingress[0].hostname}' 2>/dev/null || true)
+      waiting="the ALB address on Ingress $APP_NAMESPACE/api-service (kubectl -n kube-system logs deploy/aws-load-balancer-controller)"
+    fi
+    if [ -n "$ALB_ADDRESS" ]; then
+      ok=1
+      for path in /api/health /ingest/health; do
+        if ! curl --fail --silent --max-time 10 "$@" "$scheme://$ALB_ADDRESS$path" >/dev/null 2>&1; then
+          ok=0
+          waiting="$scheme://$ALB_ADDRESS$path to answer (DNS, listener, target health checks: kubectl -n $APP_NAMESPACE describe targetgroupbindings)"
+          break
+        fi
+      done
+      if [ "$ok" = 1 ]; then
+        info "ALB: $scheme://$ALB_ADDRESS: /api/health and /ingest/health answer"
+        return 0
+      fi
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      warn "gave up after ${VERIFY_TIMEOUT:-600} s waiting for $waiting"
+      return 1
+    fi
+    if [ $((SECONDS - said)) -ge 30 ]; then
+      info "waiting for $waiting (up to $((deadline - SECONDS)) s more)"
+      said=$SECONDS
+    fi
+    sleep "${VERIFY_POLL_SECONDS:-10}"
+  done
+}
+
+# ---------------------------------------------------------------------------------------
 
 do_preflight() {
   step "preflight: tools and settings"
@@ -60,10 +258,14 @@ do_preflight() {
   if [ "$DRY_RUN" != 1 ] && [ "${IMAGE_TAG:-}" = "latest" ]; then
     die "IMAGE_TAG=latest is not allowed: ECR tags are immutable, deploy a version"
   fi
+  require_https
+  require_rds_ca
+  check_images_exist
 }
 
 do_images() {
   step "images: ECR repositories"
+  prepare_stack "$IMAGES_STACK"
   run aws cloudformation deploy --region "$AWS_REGION" --stack-name "$IMAGES_STACK" \
     --template-file "$DEPLOY_DIR/cloudformation/ecr-repositories.yaml" --no-fail-on-empty-changeset
 }
@@ -85,11 +287,6 @@ do_cluster() {
     "DatabaseSecretArn=${DATABASE_SECRET_ARN:-}"
     "ApiKeysSecretArn=${API_KEYS_SECRET_ARN:-}"
     "AdminRoleArn=${ADMIN_ROLE_ARN:-}"
-    "VpcCniAddonVersion=$VPC_CNI_ADDON_VERSION"
-    "CoreDnsAddonVersion=$COREDNS_ADDON_VERSION"
-    "KubeProxyAddonVersion=$KUBE_PROXY_ADDON_VERSION"
-    "EbsCsiAddonVersion=$EBS_CSI_ADDON_VERSION"
-    "CloudWatchObservabilityAddonVersion=$CLOUDWATCH_OBSERVABILITY_ADDON_VERSION"
   )
   # Node group bounds: unset keeps the stack's current value (2..6 on creation).
   local bound
@@ -100,6 +297,14 @@ do_cluster() {
     [[ "$value" =~ ^[1-9][0-9]*$ ]] || die "$var must be a whole number of nodes, got: $value"
     params+=("${bound#*:}=$value")
   done
+  # Add-on versions resolved for KUBERNETES_VERSION (pinned ones checked against it).
+  local var addon
+  for var in VpcCni:VPC_CNI:vpc-cni CoreDns:COREDNS:coredns KubeProxy:KUBE_PROXY:kube-proxy \
+    EbsCsi:EBS_CSI:aws-ebs-csi-driver CloudWatchObservability:CLOUDWATCH_OBSERVABILITY:amazon-cloudwatch-observability; do
+    addon=$(addon_version "$(cut -d: -f2 <<<"$var")_ADDON_VERSION" "${var##*:}") || exit 1
+    params+=("${var%%:*}AddonVersion=$addon")
+  done
+  prepare_stack "$CLUSTER_STACK"
   run aws cloudformation deploy --region "$AWS_REGION" --stack-name "$CLUSTER_STACK" \
     --template-file "$DEPLOY_DIR/cloudformation/eks-cluster.yaml" \
     --capabilities CAPABILITY_NAMED_IAM --no-fail-on-empty-changeset \
@@ -113,6 +318,7 @@ do_cluster() {
 
 do_addons() {
   step "addons: namespace, storage, metrics, node autoscaling, load balancer controller"
+  pin_kube_context
   local vpc_id ca_role lbc_role
   vpc_id=$(stack_export "$NETWORK_STACK-VpcId")
   ca_role=$(stack_output "$CLUSTER_STACK" ClusterAutoscalerRoleArn)
@@ -159,16 +365,20 @@ do_addons() {
     run helm upgrade --install external-secrets external-secrets/external-secrets \
       --version "$EXTERNAL_SECRETS_CHART" --namespace external-secrets --create-namespace \
       --values "$DEPLOY_DIR/addons/external-secrets-values.yaml" --wait --timeout 5m
-    run kubectl apply -f "$REPO_ROOT/k8s/overlays/external-secrets/serviceaccount.yaml"
-    run kubectl annotate serviceaccount external-secrets-reader --namespace "$APP_NAMESPACE" \
-      "eks.amazonaws.com/role-arn=$eso_role" --overwrite
-    run kubectl apply -f "$REPO_ROOT/k8s/overlays/external-secrets/secretstore.yaml"
-    run kubectl apply -f "$REPO_ROOT/k8s/overlays/external-secrets/externalsecret.yaml"
+    local es_dir
+    es_dir=$(mktemp -d "$REPO_ROOT/k8s/.deploy-external-secrets.XXXXXX")
+    # In a subshell so that the directory goes whatever happens.
+    if ! (external_secrets_kustomization "$es_dir" "$eso_role" &&
+      info "SecretStore in $(sed -n 's/^  region: //p' "$es_dir/settings.yaml"); the ExternalSecrets read $DATABASE_SECRET_ARN${API_KEYS_SECRET_ARN:+ and $API_KEYS_SECRET_ARN}" &&
+      run kubectl apply -k "$es_dir"); then
+      rm -rf "$es_dir"
+      die "the External Secrets objects were not applied"
+    fi
+    rm -rf "$es_dir"
     run kubectl wait externalsecret "$DB_SECRET_NAME" --namespace "$APP_NAMESPACE" \
       --for=condition=Ready --timeout 2m
     if [ -n "${API_KEYS_SECRET_ARN:-}" ]; then
       info "External Secrets: $API_KEYS_SECRET_NAME (API keys) from AWS Secrets Manager"
-      run kubectl apply -f "$REPO_ROOT/k8s/overlays/external-secrets/externalsecret-api-keys.yaml"
       run kubectl wait externalsecret "$API_KEYS_SECRET_NAME" --namespace "$APP_NAMESPACE" \
         --for=condition=Ready --timeout 2m
     fi
@@ -196,12 +406,46 @@ ensure_grafana_secret() {
   rm -f "$file"
 }
 
+# ensure_alertmanager_secret: Secret monitoring/alertmanager-receivers, the files the
+# Alertmanager receivers read (k8s/monitoring/kube-prometheus-stack-values.yaml): critical
+# alerts page through PagerDuty, warnings go to Slack. Written from ALERT_PAGERDUTY_ROUTING_KEY
+# and ALERT_SLACK_WEBHOOK_URL when given (rotation: run again), kept when it exists, and
+# required in prod: a critical alert must reach someone.
+ensure_alertmanager_secret() {
+  local name=alertmanager-receivers dir
+  if [ -z "${ALERT_PAGERDUTY_ROUTING_KEY:-}" ]; then
+    if exists kubectl get secret "$name" --namespace "$MONITORING_NAMESPACE"; then
+      info "Secret $MONITORING_NAMESPACE/$name exists: kept (alert receivers)"
+      return 0
+    fi
+    if [ "$ENVIRONMENT" = prod ] && [ "$DRY_RUN" != 1 ]; then
+      die "Secret $MONITORING_NAMESPACE/$name is missing: set ALERT_PAGERDUTY_ROUTING_KEY (the PagerDuty Events API v2 integration key critical alerts page) and ALERT_SLACK_WEBHOOK_URL (warnings) (docs/operations.md, \"Alert delivery\")"
+    fi
+    warn "ALERT_PAGERDUTY_ROUTING_KEY is not set: critical alerts are not delivered (ENVIRONMENT=$ENVIRONMENT; prod refuses this)"
+  fi
+  if [ "$DRY_RUN" = 1 ]; then
+    run kubectl apply --namespace "$MONITORING_NAMESPACE" -f "<0600 temp file: Secret $name (pagerduty-routing-key, slack-webhook-url)>"
+    return 0
+  fi
+  # A 0700 directory: the values never appear on a command line or in a readable file.
+  dir=$(mktemp -d)
+  printf '%s' "${ALERT_PAGERDUTY_ROUTING_KEY:-}" >"$dir/pagerduty-routing-key"
+  printf '%s' "${ALERT_SLACK_WEBHOOK_URL:-}" >"$dir/slack-webhook-url"
+  command kubectl create secret generic "$name" --namespace "$MONITORING_NAMESPACE" \
+    --from-file "$dir/pagerduty-routing-key" --from-file "$dir/slack-webhook-url" \
+    --dry-run=client -o yaml >"$dir/secret.yaml"
+  run kubectl apply --namespace "$MONITORING_NAMESPACE" -f "$dir/secret.yaml"
+  rm -rf "$dir"
+}
+
 do_monitoring() {
   step "monitoring: kube-prometheus-stack (15 d, 50 Gi gp3), alert rules, dashboard"
+  pin_kube_context
   if ! exists kubectl get namespace "$MONITORING_NAMESPACE"; then
     run kubectl create namespace "$MONITORING_NAMESPACE"
   fi
   ensure_grafana_secret
+  ensure_alertmanager_secret
   run helm upgrade --install prometheus prometheus-community/kube-prometheus-stack \
     --version "$KUBE_PROMETHEUS_STACK_CHART" --namespace "$MONITORING_NAMESPACE" \
     --values "$REPO_ROOT/k8s/monitoring/kube-prometheus-stack-values.yaml" --wait --timeout 10m
@@ -261,11 +505,6 @@ ensure_api_keys_secret() {
   fi
 }
 
-# chart_tag NAME: the image tag this deploy installs: IMAGE_TAG, else the chart's appVersion.
-chart_tag() {
-  printf '%s' "${IMAGE_TAG:-$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$REPO_ROOT/helm/$1/Chart.yaml")}"
-}
-
 # ---------------------------------------------------------------------------------------
 # Release guard (docs/operations.md, "Roll out and roll back"). deploy.sh re-renders each
 # release from the values files and this shell's environment, so a shell without
@@ -306,7 +545,7 @@ guard_release() {
   fi
   cert=$(deployed_setting "$chart" certificate) || die "cannot read the Ingress of $chart"
   waf=$(deployed_setting "$chart" waf) || die "cannot read the Ingress of $chart"
-  tag=$(chart_tag "$chart")
+  tag=$(image_tag "$chart")
   case "$image" in
     *@*) deployed_tag=$image ;;
     *) deployed_tag=${image##*:} ;;
@@ -333,10 +572,10 @@ guard_release() {
 # chart_release NAME ROLE_OUTPUT: install or upgrade one service chart, rolling back on failure.
 chart_release() {
   local chart=$1 role_output=$2 role registry vpc_cidr tag
-  role=$(stack_output "$CLUSTER_STACK" "$role_output")
-  vpc_cidr=$(stack_export "$NETWORK_STACK-VpcCidr")
+  role=$(stack_output "$CLUSTER_STACK" "$role_output") || exit 1
+  vpc_cidr=$(stack_export "$NETWORK_STACK-VpcCidr") || exit 1
   registry="$AWS_ACCOUNT_ID.dkr.ecr.$AWS_REGION.amazonaws.com"
-  tag=$(chart_tag "$chart")
+  tag=$(image_tag "$chart")
   local args=(
     --namespace "$APP_NAMESPACE"
     --values "$REPO_ROOT/helm/$chart/values-$ENVIRONMENT.yaml"
@@ -355,19 +594,33 @@ chart_release() {
   if [ -n "${WAF_ACL_ARN:-}" ]; then
     args+=(--set "ingress.wafAclArn=$WAF_ACL_ARN")
   fi
+  # SSE-KMS: the role may use the key (stack parameter RawBucketKmsKeyArn); the services must
+  # also ask for it, or a bucket policy requiring aws:kms denies every PUT.
+  if [ -n "${RAW_BUCKET_KMS_KEY_ARN:-}" ]; then
+    args+=(--set "storage.sse=aws:kms" --set "storage.kmsKeyId=$RAW_BUCKET_KMS_KEY_ARN")
+  fi
+  # TLS to RDS verified against the CA bundle ConfigMap: values-prod.yaml says so; another
+  # environment does when RDS_CA_BUNDLE is given.
+  if [ -n "${RDS_CA_BUNDLE:-}" ] && [ "$ENVIRONMENT" != prod ]; then
+    args+=(--set "database.sslMode=verify-full" --set "database.caBundle.configMap=$RDS_CA_CONFIGMAP")
+  fi
   run helm upgrade --install "$chart" "$REPO_ROOT/helm/$chart" "${args[@]}" --wait --atomic --timeout 10m
 }
 
 do_workloads() {
   step "workloads: api-service, data-ingestion"
+  pin_kube_context
   [ -n "${AWS_ACCOUNT_ID:-}" ] || aws_identity
   require_env RAW_BUCKET RDS_HOST
+  require_https
+  require_rds_ca
   [ -f "$REPO_ROOT/helm/api-service/values-$ENVIRONMENT.yaml" ] || die "no values file for ENVIRONMENT=$ENVIRONMENT"
   ensure_database_secret
   ensure_api_keys_secret
   # Both releases are checked before either is upgraded.
   guard_release api-service
   guard_release data-ingestion
+  ensure_rds_ca_configmap
   # api-service first: its pre-install/pre-upgrade hook migrates the schema both services use.
   chart_release api-service ApiServiceRoleArn
   chart_release data-ingestion DataIngestionRoleArn
@@ -377,6 +630,7 @@ do_workloads() {
 
 do_verify() {
   step "verify: the design's expected output"
+  pin_kube_context
   run kubectl cluster-info
   run kubectl get nodes -o wide
   run kubectl get pods --namespace "$APP_NAMESPACE" -o wide
@@ -386,7 +640,7 @@ do_verify() {
   run kubectl get hpa --namespace "$APP_NAMESPACE"
   run kubectl top nodes
   if [ "$DRY_RUN" = 1 ]; then
-    info "(a real run also checks: ALB address assigned, /api/health and /ingest/health answer, /api/robots and /ingest/stats refuse a request without a key, HPA targets known)"
+    info "(a real run also waits up to ${VERIFY_TIMEOUT:-600} s for the ALB address and for /api/health and /ingest/health to answer through it; checks /api/robots and /ingest/stats refuse a request without a key, HPA targets known)"
     return 0
   fi
   local address failures=0 hpa current scheme=http code
@@ -396,21 +650,11 @@ do_verify() {
     scheme=https
     tls=(--insecure)
   fi
-  address=$(kubectl get ingress api-service --namespace "$APP_NAMESPACE" -o jsonpath='{.status.loadBalancer.ingress[0].hostname}' || true)
-  if [ -z "$address" ]; then
-    warn "the ALB has no address yet (kubectl -n kube-system logs deploy/aws-load-balancer-controller)"
+  if ! wait_for_alb_health "$scheme" ${tls[@]+"${tls[@]}"}; then
     failures=$((failures + 1))
   else
-    info "ALB: $scheme://$address  (GET /api/health, /ingest/health)"
+    address=$ALB_ADDRESS
     local path
-    for path in /api/health /ingest/health; do
-      if curl --fail --silent --show-error --max-time 10 ${tls[@]+"${tls[@]}"} "$scheme://$address$path" >/dev/null; then
-        info "$path answers"
-      else
-        warn "$path does not answer through the ALB yet (targets registering?)"
-        failures=$((failures + 1))
-      fi
-    done
     # Authentication: a data route without a key must be refused (401), never served.
     for path in /api/robots /ingest/stats; do
       code=$(curl --silent --output /dev/null --write-out '%{http_code}' --max-time 10 ${tls[@]+"${tls[@]}"} "$scheme://$address$path" || true)

@@ -21,6 +21,8 @@ MONITORING_NAMESPACE=monitoring
 DB_SECRET_NAME=${DB_SECRET_NAME:-medrobotics-db}
 # The API keys Secret the values files and k8s/base name (key keys.json).
 API_KEYS_SECRET_NAME=medrobotics-api-keys
+# The RDS CA bundle ConfigMap (key ca-bundle.pem) the charts mount for sslmode verify-full.
+RDS_CA_CONFIGMAP=medrobotics-rds-ca
 EXTERNAL_SECRETS=${EXTERNAL_SECRETS:-0}
 DRY_RUN=${DRY_RUN:-0}
 # Placeholder account used when printing a dry run without AWS credentials.
@@ -91,8 +93,8 @@ version_ge() {
 tool_version() {
   case "$1" in
     aws) aws --version 2>&1 | sed -nE 's#^aws-cli/([0-9.]+).*#\1#p' ;;
-    kubectl) kubectl version --client 2>/dev/null | sed -nE 's#^Client Version: v?([0-9.]+).*#\1#p' ;;
-    helm) helm version --template '{{.Version}}' 2>/dev/null | sed -nE 's#^v?([0-9.]+).*#\1#p' ;;
+    kubectl) command kubectl version --client 2>/dev/null | sed -nE 's#^Client Version: v?([0-9.]+).*#\1#p' ;;
+    helm) command helm version --template '{{.Version}}' 2>/dev/null | sed -nE 's#^v?([0-9.]+).*#\1#p' ;;
     *) return 1 ;;
   esac
 }
@@ -103,7 +105,7 @@ require_tools() {
   for spec in "$@"; do
     tool=${spec%%=*}
     min=${spec#*=}
-    if ! command -v "$tool" >/dev/null 2>&1; then
+    if ! type -P "$tool" >/dev/null 2>&1; then
       problems+=("$tool is not installed (need $min or newer)")
       continue
     fi
@@ -151,20 +153,50 @@ aws_identity() {
   info "AWS account $AWS_ACCOUNT_ID, region $AWS_REGION"
 }
 
-# stack_output STACK KEY: one output of a CloudFormation stack.
-stack_output() {
-  DRY_RUN_ANSWER="<$1:$2>" query aws cloudformation describe-stacks --region "$AWS_REGION" --stack-name "$1" \
-    --query "Stacks[0].Outputs[?OutputKey=='$2'].OutputValue" --output text
+# non_empty WHAT VALUE: VALUE, or stop naming WHAT. The AWS CLI prints nothing (or "None")
+# for a missing output or export; an empty value must never reach a chart (an empty CIDR
+# list renders a NetworkPolicy rule open to everywhere, an empty role an unannotated
+# ServiceAccount).
+non_empty() {
+  if [ -z "$2" ] || [ "$2" = None ]; then
+    die "$1 is empty or missing: is the stack deployed and complete? (aws cloudformation describe-stacks --region $AWS_REGION)"
+  fi
+  printf '%s' "$2"
 }
 
-# stack_export NAME: a CloudFormation export (the network stack's VPC and subnets).
+# stack_output STACK KEY: one output of a CloudFormation stack (never empty).
+stack_output() {
+  local value
+  value=$(DRY_RUN_ANSWER="<$1:$2>" query aws cloudformation describe-stacks --region "$AWS_REGION" --stack-name "$1" \
+    --query "Stacks[0].Outputs[?OutputKey=='$2'].OutputValue" --output text) || die "cannot read stack $1"
+  non_empty "output $2 of stack $1" "$value"
+}
+
+# stack_export NAME: a CloudFormation export (the network stack's VPC and subnets; never empty).
 stack_export() {
-  DRY_RUN_ANSWER="<export:$1>" query aws cloudformation list-exports --region "$AWS_REGION" \
-    --query "Exports[?Name=='$1'].Value" --output text
+  local value
+  value=$(DRY_RUN_ANSWER="<export:$1>" query aws cloudformation list-exports --region "$AWS_REGION" \
+    --query "Exports[?Name=='$1'].Value" --output text) || die "cannot list CloudFormation exports"
+  non_empty "export $1" "$value"
 }
 
 update_kubeconfig() {
-  run aws eks update-kubeconfig --region "$AWS_REGION" --name "$CLUSTER_NAME" --alias "$CLUSTER_NAME"
+  run aws eks update-kubeconfig --region "$AWS_REGION" --name "$CLUSTER_NAME" --alias "$KUBE_CONTEXT"
+}
+
+# ---------------------------------------------------------------------------------------
+# Kube context: every kubectl and helm call names the cluster's context explicitly, so a
+# step run on its own never acts on whatever context happens to be current.
+KUBE_CONTEXT=${KUBE_CONTEXT:-$CLUSTER_NAME}
+kubectl() { command kubectl --context "$KUBE_CONTEXT" "$@"; }
+helm() { command helm --kube-context "$KUBE_CONTEXT" "$@"; }
+
+# pin_kube_context: make sure the context exists (writing it with update-kubeconfig if not).
+pin_kube_context() {
+  if [ "$DRY_RUN" != 1 ] && ! command kubectl config get-contexts "$KUBE_CONTEXT" >/dev/null 2>&1; then
+    update_kubeconfig
+  fi
+  info "kube context: $KUBE_CONTEXT (passed to every kubectl and helm call)"
 }
 
 helm_repos() {

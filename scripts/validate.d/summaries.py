@@ -5,6 +5,10 @@
   promtool-check RULE_FILE...                 promtool check rules, counting rules
   promtool-test DIR                           promtool test rules on DIR/*.test.yaml, counting tests
   pytest TEST_DIR                             pytest, counting tests
+  amtool-check VALUES RULES OUT               Alertmanager's own check of alertmanager.config in
+                                              the kube-prometheus-stack VALUES, then its routing
+                                              of every alert in RULES: critical ones must reach
+                                              a PagerDuty receiver
   suppressions FILE...                        print every configured suppression and its reason
 """
 
@@ -143,6 +147,36 @@ def suppressions(files: list[str]) -> int:
     return 0
 
 
+def amtool_check(values_file: str, rules_file: str, out: str) -> int:
+    config = (yaml.safe_load(Path(values_file).read_text()).get("alertmanager") or {}).get("config")
+    if not config:
+        print(f"FAIL {values_file}: no alertmanager.config, so alerts reach no receiver")
+        return result(0, 1)
+    Path(out).write_text(yaml.safe_dump(config))
+    passed = failed = 0
+    proc = subprocess.run(["amtool", "check-config", out], capture_output=True, text=True, check=False)
+    print(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        return result(0, 1)
+    passed += 1
+    receivers = {r["name"]: r for r in config["receivers"]}
+    rules = yaml.safe_load(Path(rules_file).read_text())
+    for group in rules["spec"]["groups"]:
+        for rule in group["rules"]:
+            if "alert" not in rule:
+                continue
+            labels = [f"alertname={rule['alert']}"] + [f"{k}={v}" for k, v in rule.get("labels", {}).items()]
+            proc = subprocess.run(["amtool", "config", "routes", "test", f"--config.file={out}", *labels],
+                                  capture_output=True, text=True, check=False)
+            names = proc.stdout.strip().split(",")
+            pages = all(receivers.get(n, {}).get("pagerduty_configs") for n in names)
+            notifies = all(any(k.endswith("_configs") for k in receivers.get(n, {})) for n in names)
+            ok = proc.returncode == 0 and notifies and (pages or rule.get("labels", {}).get("severity") != "critical")
+            print(f"{'ok  ' if ok else 'FAIL'} {rule['alert']} ({rule.get('labels', {}).get('severity')}) -> {proc.stdout.strip()}")
+            passed, failed = (passed + 1, failed) if ok else (passed, failed + 1)
+    return result(passed, failed)
+
+
 def main(argv: list[str]) -> int:
     command, args = argv[0], argv[1:]
     if command == "checkov-summary":
@@ -153,6 +187,8 @@ def main(argv: list[str]) -> int:
         return promtool_test(args[0])
     if command == "pytest":
         return run_pytest(args[0])
+    if command == "amtool-check":
+        return amtool_check(*args)
     if command == "suppressions":
         return suppressions(args)
     print(__doc__)

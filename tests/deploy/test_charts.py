@@ -301,17 +301,18 @@ def test_notes_name_the_keys_secret_and_warn_about_keys_over_plain_http(chart):
 
 @pytest.mark.parametrize("chart", CHARTS)
 def test_api_keys_external_secret_feeds_the_volume(chart):
-    values = deploycheck.deep_merge(without_auth_secret(), {"auth": {"externalSecret": {"enabled": True}}})
+    keys_arn = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:medrobotics/api-keys-AbCdEf"
+    values = deploycheck.deep_merge(without_auth_secret(), {"auth": {"externalSecret": {"enabled": True, "remoteKey": keys_arn}}})
     objs = render_raw(chart, values)
     es = one(objs, "ExternalSecret", f"{chart}-api-keys")
     assert not is_hook(es)
     assert es["spec"]["target"] == {"name": f"{chart}-api-keys", "creationPolicy": "Owner", "deletionPolicy": "Retain"}
-    assert es["spec"]["data"] == [{"secretKey": "keys.json", "remoteRef": {"key": "medrobotics/api-keys"}}]
+    assert es["spec"]["data"] == [{"secretKey": "keys.json", "remoteRef": {"key": keys_arn}}]
     assert es["spec"]["secretStoreRef"] == {"name": "aws-secretsmanager", "kind": "SecretStore"}
     (volume,) = [v for v in pod(objs)["volumes"] if v["name"] == "api-keys"]
     assert volume["secret"]["secretName"] == f"{chart}-api-keys"
     # With auth.existingSecret both releases would render the same object: refused.
-    message = render_error(chart, {**REQUIRED, "auth": {"existingSecret": "keys", "externalSecret": {"enabled": True}}})
+    message = render_error(chart, {**REQUIRED, "auth": {"existingSecret": "keys", "externalSecret": {"enabled": True, "remoteKey": keys_arn}}})
     assert 'auth.existingSecret ("keys") and auth.externalSecret.enabled exclude each other' in message
     assert "second install would fail on ownership" in message and "k8s/overlays/external-secrets" in message
     # Off by default, and never without authentication.
@@ -529,9 +530,10 @@ def test_migration_job_runs_before_install_and_upgrade_in_api_service_only():
 
 @pytest.mark.parametrize("chart", CHARTS)
 def test_external_secret_is_created_before_the_migration_and_named_in_the_env(chart):
-    values = {"database": {"existingSecret": ""}, "externalSecret": {"enabled": True}}
+    values = {"database": {"existingSecret": ""}, "externalSecret": {"enabled": True, "remoteKey": "arn:aws:secretsmanager:eu-west-1:111122223333:secret:medrobotics/rds-AbCdEf"}}
     objs = render(chart, values)
     es = one(objs, "ExternalSecret")
+    assert es["spec"]["dataFrom"] == [{"extract": {"key": "arn:aws:secretsmanager:eu-west-1:111122223333:secret:medrobotics/rds-AbCdEf"}}]
     assert es["metadata"]["annotations"]["helm.sh/hook-weight"] == "-10"
     assert es["spec"]["target"]["creationPolicy"] == "Orphan"
     env = {e["name"]: e for e in one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}

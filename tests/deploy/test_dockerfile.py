@@ -59,3 +59,22 @@ def test_dockerignore_keeps_the_context_to_the_workspace():
     for needed in ("!Cargo.toml", "!Cargo.lock", "!common/", "!api-service/", "!data-ingestion/", "!migrations/"):
         assert needed in ignore
     assert "**/target/" in ignore
+
+
+def test_image_check_runs_every_builder_command_of_the_dockerfile():
+    """scripts/image-check builds by interpreting the Dockerfile: every RUN of the stages the
+    builder needs is one it runs, and the build context is what .dockerignore lets through."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts" / "image-check.d"))
+    import dockerbuild  # noqa: PLC0415
+
+    stages = {s["name"]: s for s in dockerbuild.parse(ROOT / "Dockerfile")}
+    runs = [rest for name in ("chef", "planner", "builder") for kw, rest in stages[name]["instructions"] if kw == "RUN"]
+    expected = [r for stage in STAGES if stage.split()[2] in ("chef", "planner", "builder") for r in instructions(stage, "RUN")]
+    assert [" ".join(r.split()) for r in runs] == [" ".join(r.split()) for r in expected]
+    assert any(re.fullmatch(r"cargo install cargo-chef --locked --version [0-9.]+", r) for r in runs)
+    ignore = dockerbuild.DockerIgnore(ROOT / ".dockerignore")
+    kept = {p for p in ("Cargo.lock", "common/src/lib.rs", "migrations/x.sql", "api-service/Cargo.toml") if not ignore.excluded(p)}
+    dropped = {p for p in ("helm/x", "target/release/x", "common/target/x", "api-service/.env", "deploy/deploy.sh") if ignore.excluded(p)}
+    assert len(kept) == 4 and len(dropped) == 5

@@ -35,13 +35,13 @@ ACTIONS = {
     "cluster-autoscaler": r"^helm upgrade --install cluster-autoscaler ",
     "lb-controller": r"^helm upgrade --install aws-load-balancer-controller ",
     "external-secrets": r"^helm upgrade --install external-secrets ",
-    "secretstore": r"^kubectl apply -f \S+/secretstore.yaml$",
+    # The External Secrets objects: k8s/components/external-secrets with this deploy's settings.
+    "external-secrets-objects": r"^kubectl apply -k \S+/k8s/\.deploy-external-secrets\.\S+$",
     "grafana-secret": r"^kubectl create secret generic grafana-admin ",
     "monitoring": r"^helm upgrade --install prometheus ",
     "monitoring-objects": r"^kubectl apply -k \S+/k8s/monitoring$",
     "db-secret": r"^kubectl create secret generic medrobotics-db ",
     "api-keys-secret": r"^kubectl create secret generic medrobotics-api-keys ",
-    "api-keys-externalsecret": r"^kubectl apply -f \S+/externalsecret-api-keys.yaml$",
     "api-service": r"^helm upgrade --install api-service ",
     "data-ingestion": r"^helm upgrade --install data-ingestion ",
     "helm-test": r"^helm test ",
@@ -108,10 +108,10 @@ def test_deploy_with_external_secrets_installs_the_operator_before_the_workloads
     proc = dry_run("deploy.sh", "--external-secrets")
     assert proc.returncode == 0, proc.stderr
     order = actions(proc.stdout)
-    assert order.index("lb-controller") < order.index("external-secrets") < order.index("secretstore") < order.index("api-service")
+    assert order.index("lb-controller") < order.index("external-secrets") < order.index("external-secrets-objects") < order.index("api-service")
     assert "db-secret" not in order
     # Without API_KEYS_SECRET_ARN the API keys stay a Kubernetes Secret.
-    assert "api-keys-externalsecret" not in order and "api-keys-secret" in order
+    assert "api-keys-secret" in order
 
 
 def test_deploy_syncs_the_api_keys_too_when_their_secret_arn_is_given():
@@ -119,7 +119,7 @@ def test_deploy_syncs_the_api_keys_too_when_their_secret_arn_is_given():
     proc = dry_run("deploy.sh", "--external-secrets", env={"API_KEYS_SECRET_ARN": arn})
     assert proc.returncode == 0, proc.stderr
     order = actions(proc.stdout)
-    assert order.index("secretstore") < order.index("api-keys-externalsecret") < order.index("api-service")
+    assert order.index("external-secrets-objects") < order.index("api-service")
     assert "api-keys-secret" not in order
     assert f"ApiKeysSecretArn={arn}" in proc.stdout
 
@@ -241,28 +241,84 @@ def fake_cluster(tmp_path: Path, secrets: set[str]) -> tuple[str, Path]:
     succeeds only for the Secrets named."""
     bin_dir = Path(fake_bin(tmp_path, {}))
     log = tmp_path / "calls.log"
-    (bin_dir / "aws").write_text('#!/bin/bash\necho "aws $*" >>"$CALLS"\necho 111122223333\n')
-    (bin_dir / "helm").write_text('#!/bin/bash\necho "helm $*" >>"$CALLS"\n')
+    for tool in ("cut", "realpath", "sleep", "cp", "mkdir", "ls"):
+        found = shutil.which(tool)
+        if found and not (bin_dir / tool).exists():
+            (bin_dir / tool).symlink_to(found)
+    # aws: FAKE_AWS_<n> answers a call whose arguments contain <pattern> (FAKE_AWS_PATTERNS,
+    # "|"-separated n:pattern); the account id otherwise.
+    (bin_dir / "aws").write_text(
+        '#!/bin/bash\necho "aws $*" >>"$CALLS"\n'
+        'if [ "$1" = --version ]; then echo "aws-cli/2.17.0 Python/3.12"; exit 0; fi\n'
+        'IFS="|" read -ra rules <<<"${FAKE_AWS:-}"\n'
+        'for rule in "${rules[@]}"; do pat=${rule%%=>*}; ans=${rule#*=>}\n'
+        '  if [[ "$*" == *"$pat"* ]]; then [ "$ans" = FAIL ] && exit 255; printf "%s\\n" "$ans"; exit 0; fi\ndone\n'
+        'echo 111122223333\n')
+    (bin_dir / "helm").write_text('#!/bin/bash\necho "helm $*" >>"$CALLS"\n'
+                                  'if [ "$1" = version ]; then echo v3.16.2; fi\n')
+    # kubectl: logs the whole call; `apply -k DIR` keeps DIR as built by the real kubectl
+    # (REAL_KUBECTL) next to the log; `get ingress api-service` answers FAKE_ALB_HOST from
+    # the FAKE_ALB_AFTER-th call on.
     (bin_dir / "kubectl").write_text(
         '#!/bin/bash\necho "kubectl $*" >>"$CALLS"\n'
+        'if [ "$1" = --context ]; then shift 2; fi\n'
         'if [ "$1 $2" = "get secret" ]; then case " $SECRETS " in *" $3 "*) exit 0 ;; *) exit 1 ;; esac; fi\n'
         # The running release, as deploy.sh's guard reads it (empty: not installed).
         'case "$*" in\n'
-        '  "get deployment "*) printf "%s" "${DEPLOYED_IMAGE:-}" ;;\n'
-        '  "get ingress "*certificate-arn*) printf "%s" "${DEPLOYED_CERT:-}" ;;\n'
-        '  "get ingress "*wafv2-acl-arn*) printf "%s" "${DEPLOYED_WAF:-}" ;;\n'
-        'esac\n')
-    for tool in ("aws", "helm", "kubectl"):
+        '  "get deployment "*) printf "%s" "${DEPLOYED_IMAGE:-}"; exit 0 ;;\n'
+        '  "get ingress "*certificate-arn*) printf "%s" "${DEPLOYED_CERT:-}"; exit 0 ;;\n'
+        '  "get ingress "*wafv2-acl-arn*) printf "%s" "${DEPLOYED_WAF:-}"; exit 0 ;;\n'
+        'esac\n'
+        'if [ "$1 $2" = "version --client" ]; then echo "Client Version: v1.31.0"; fi\n'
+        'if [ "$1 $2" = "apply -k" ] && [ -n "${REAL_KUBECTL:-}" ]; then n=$(ls "$CALLS".k* 2>/dev/null | wc -l)\n'
+        '  "$REAL_KUBECTL" kustomize "$3" >"$CALLS.k$n.yaml" || exit 1; fi\n'
+        'if [ "$1 $2 $3" = "get ingress api-service" ]; then echo x >>"$CALLS.ingress"\n'
+        '  [ "$(wc -l <"$CALLS.ingress")" -ge "${FAKE_ALB_AFTER:-1}" ] && printf "%s" "${FAKE_ALB_HOST:-}"; fi\n'
+        'if [ "$1 $2" = "get hpa" ]; then echo 40; fi\n')
+    # curl: /health answers from the FAKE_CURL_AFTER-th call on; data routes 401.
+    # (plain http: the 301 redirect to HTTPS).
+    (bin_dir / "curl").write_text(
+        '#!/bin/bash\necho "curl $*" >>"$CALLS"\nurl=${*: -1}\n'
+        'case "$url" in http://*) printf 301 ;;\n'
+        '  */health) echo x >>"$CALLS.curl"\n'
+        '  [ "$(wc -l <"$CALLS.curl")" -ge "${FAKE_CURL_AFTER:-1}" ] || exit 7; echo ok ;;\n'
+        '  *) printf 401 ;; esac\n')
+    for tool in ("aws", "helm", "kubectl", "curl"):
         (bin_dir / tool).chmod(0o755)
+    for tool in ("wc",):
+        found = shutil.which(tool)
+        if found and not (bin_dir / tool).exists():
+            (bin_dir / tool).symlink_to(found)
     return str(bin_dir), log
 
 
-def run_workloads(tmp_path: Path, secrets: set[str], env: dict) -> tuple[subprocess.CompletedProcess, list[str]]:
+CERT = "arn:aws:acm:eu-west-1:111122223333:certificate/11111111-2222-3333-4444-555555555555"
+
+
+def rds_ca(tmp_path: Path) -> str:
+    ca = tmp_path / "rds-ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    return str(ca)
+
+
+def run_steps(tmp_path: Path, steps: list[str], secrets: set[str], env: dict,
+              timeout: int = 60) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """deploy.sh STEPS (no dry run) against the fake aws/kubectl/helm/curl of fake_cluster."""
     path, log = fake_cluster(tmp_path, secrets)
-    proc = subprocess.run(["bash", str(ROOT / "deploy/deploy.sh"), "workloads"], capture_output=True, text=True,
-                          env={**ENV, "PATH": path, "HOME": str(tmp_path), "CALLS": str(log),
-                               "SECRETS": " ".join(sorted(secrets)), **env}, check=False, timeout=60)
+    proc = subprocess.run(["bash", str(ROOT / "deploy/deploy.sh"), *steps], capture_output=True, text=True,
+                          env={**ENV, "CERTIFICATE_ARN": CERT, "RDS_CA_BUNDLE": rds_ca(tmp_path),
+                               "REAL_KUBECTL": deploycheck.KUBECTL,
+                               "PATH": path, "HOME": str(tmp_path), "CALLS": str(log),
+                               "SECRETS": " ".join(sorted(secrets)), **env}, check=False, timeout=timeout)
     return proc, (log.read_text().splitlines() if log.exists() else [])
+
+
+def run_workloads(tmp_path: Path, secrets: set[str], env: dict) -> tuple[subprocess.CompletedProcess, list[str]]:
+    return run_steps(tmp_path, ["workloads"], secrets, env)
+
+
+def without_context(call: str) -> str:
+    return re.sub(r"^(kubectl --context|helm --kube-context) \S+ ", lambda m: m.group(1).split()[0] + " ", call)
 
 
 def test_workloads_refuse_to_install_without_the_api_keys_secret(tmp_path):
@@ -270,7 +326,7 @@ def test_workloads_refuse_to_install_without_the_api_keys_secret(tmp_path):
     assert proc.returncode != 0
     assert "Secret medrobotics/medrobotics-api-keys is missing" in proc.stderr
     assert "create-key" in proc.stderr and "API_KEYS_FILE" in proc.stderr
-    assert not [c for c in calls if c.startswith("helm upgrade")]
+    assert not [c for c in calls if "upgrade --install" in c]
 
 
 def test_workloads_refuse_an_api_keys_file_holding_a_plain_key(tmp_path):
@@ -286,8 +342,9 @@ def test_workloads_create_the_api_keys_secret_once_from_the_file_then_keep_it(tm
     keys.write_text('[{"name": "dashboard", "scopes": ["read"], "sha256": "' + "ab" * 32 + '"}]\n')
     proc, calls = run_workloads(tmp_path, {"medrobotics-db"}, {"API_KEYS_FILE": str(keys)})
     assert proc.returncode == 0, proc.stderr
-    (create,) = [c for c in calls if "create secret" in c]
+    (create,) = [without_context(c) for c in calls if "create secret" in c]
     assert create == f"kubectl create secret generic medrobotics-api-keys --namespace medrobotics --from-file keys.json={keys}"
+    calls = [without_context(c) for c in calls]
     assert calls.index(create) < min(i for i, c in enumerate(calls) if c.startswith("helm upgrade"))
     again = tmp_path / "again"
     again.mkdir()

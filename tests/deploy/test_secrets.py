@@ -36,6 +36,8 @@ KEY_HASH = re.compile(r"(?<![0-9A-Fa-f:])[0-9A-Fa-f]{64}(?![0-9A-Fa-f])")
 # that APP_AUTH__KEYS is not taken for one.
 REFERENCE_KEY = re.compile(r"([a-z](Key|Keys)|existingSecret|secretName|secretStoreRef|configSecret)$")
 REFERENCE_PARENTS = {"secretKeys", "secretKeyRef", "secretStoreRef", "secretRef"}
+# Lists of Secret names the Prometheus operator mounts (kube-prometheus-stack values).
+REFERENCE_LISTS = {("alertmanagerSpec", "secrets"), ("prometheusSpec", "secrets")}
 
 
 def value_findings(text: str, *, hashes: bool) -> list[str]:
@@ -64,7 +66,8 @@ def values_findings(doc: Any) -> list[str]:
             continue
         key = next((p for p in reversed(path) if not p.isdigit()), "")
         where = ".".join(path)
-        is_reference = REFERENCE_KEY.search(key) or REFERENCE_PARENTS & set(path)
+        is_reference = (REFERENCE_KEY.search(key) or REFERENCE_PARENTS & set(path)
+                        or any(tuple(path[i:i + 2]) in REFERENCE_LISTS for i in range(len(path) - 1)))
         if SECRET_NAME.search(key) and not is_reference:
             out.append(f"{where}: secret-named value")
         # An env list entry {name: RDS_PASSWORD, value: ...} carries its name one level up.

@@ -28,6 +28,7 @@ Unset optional values are left out so the service's built-in defaults apply.
 {{- with $db.host }}{{ $_ := set $data "RDS_HOST" . }}{{ end }}
 {{- if and $db.user (not $db.secretKeys.username) }}{{ $_ := set $data "RDS_USER" $db.user }}{{ end }}
 {{- with $db.sslRootCert }}{{ $_ := set $data "APP_DATABASE__SSL_ROOT_CERT" . }}{{ end }}
+{{- with $db.caBundle.configMap }}{{ $_ := set $data "APP_DATABASE__SSL_ROOT_CERT" (printf "%s/%s" (include "medrobotics-lib.caBundleDir" $) $db.caBundle.key) }}{{ end }}
 {{- with .Values.storage.kmsKeyId }}{{ $_ := set $data "APP_STORAGE__KMS_KEY_ID" . }}{{ end }}
 {{- with .Values.ingest }}
 {{- if not (kindIs "invalid" .groupWindowMs) }}{{ $_ := set $data "APP_INGEST__GROUP_WINDOW_MS" (toString .groupWindowMs) }}{{ end }}

@@ -31,6 +31,7 @@ spec:
     metadata:
       annotations:
         checksum/config: {{ include "medrobotics-lib.configData" . | sha256sum }}
+        {{- include "medrobotics-lib.evictableLocalVolumes" . | nindent 8 }}
         {{- with .Values.podAnnotations }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -98,8 +99,9 @@ spec:
             {{- toYaml .Values.resources | nindent 12 }}
           securityContext:
             {{- toYaml .Values.securityContext | nindent 12 }}
-          {{- if or .Values.tmpVolume.enabled .Values.auth.enabled .Values.extraVolumeMounts }}
+          {{- if or .Values.tmpVolume.enabled .Values.auth.enabled .Values.extraVolumeMounts .Values.database.caBundle.configMap }}
           volumeMounts:
+            {{- include "medrobotics-lib.caBundleMount" . | nindent 12 }}
             {{- if .Values.tmpVolume.enabled }}
             - name: tmp
               mountPath: /tmp
@@ -115,8 +117,9 @@ spec:
             {{- toYaml . | nindent 12 }}
             {{- end }}
           {{- end }}
-      {{- if or .Values.tmpVolume.enabled .Values.auth.enabled .Values.extraVolumes }}
+      {{- if or .Values.tmpVolume.enabled .Values.auth.enabled .Values.extraVolumes .Values.database.caBundle.configMap }}
       volumes:
+        {{- include "medrobotics-lib.caBundleVolume" . | nindent 8 }}
         {{- if .Values.tmpVolume.enabled }}
         - name: tmp
           emptyDir:

@@ -111,3 +111,40 @@ Deployment controller does).
 {{- end }}
 {{- add $replicas (int $surge) }}
 {{- end }}
+
+{{/*
+The RDS CA bundle (database.caBundle.configMap): where it is mounted, its volume and mount.
+Mounted without subPath, so a changed ConfigMap reaches running pods (new connections use it).
+*/}}
+{{- define "medrobotics-lib.caBundleDir" -}}/etc/medrobotics/db-ca{{- end }}
+{{- define "medrobotics-lib.caBundleVolume" -}}
+{{- with .Values.database.caBundle.configMap }}
+- name: db-ca
+  configMap:
+    name: {{ . }}
+    items:
+      - key: {{ $.Values.database.caBundle.key }}
+        path: {{ $.Values.database.caBundle.key }}
+{{- end }}
+{{- end }}
+{{- define "medrobotics-lib.caBundleMount" -}}
+{{- if .Values.database.caBundle.configMap }}
+- name: db-ca
+  mountPath: {{ include "medrobotics-lib.caBundleDir" . }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/*
+Cluster Autoscaler: the pod's emptyDir volumes (scratch only) may be lost on scale-down.
+Without this annotation a node running any pod with an emptyDir is never removed while the
+autoscaler runs with skip-nodes-with-local-storage.
+*/}}
+{{- define "medrobotics-lib.evictableLocalVolumes" -}}
+{{- $names := list -}}
+{{- if .Values.tmpVolume.enabled }}{{ $names = append $names "tmp" }}{{ end -}}
+{{- range .Values.extraVolumes }}{{ if hasKey . "emptyDir" }}{{ $names = append $names .name }}{{ end }}{{ end -}}
+{{- if $names }}
+cluster-autoscaler.kubernetes.io/safe-to-evict-local-volumes: {{ join "," $names | quote }}
+{{- end }}
+{{- end }}

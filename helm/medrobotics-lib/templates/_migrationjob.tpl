@@ -100,16 +100,22 @@ spec:
             {{- toYaml $m.resources | nindent 12 }}
           securityContext:
             {{- toYaml .Values.securityContext | nindent 12 }}
-          {{- if .Values.tmpVolume.enabled }}
+          {{- if or .Values.tmpVolume.enabled .Values.database.caBundle.configMap }}
           volumeMounts:
+            {{- include "medrobotics-lib.caBundleMount" . | nindent 12 }}
+            {{- if .Values.tmpVolume.enabled }}
             - name: tmp
               mountPath: /tmp
+            {{- end }}
           {{- end }}
-      {{- if .Values.tmpVolume.enabled }}
+      {{- if or .Values.tmpVolume.enabled .Values.database.caBundle.configMap }}
       volumes:
+        {{- include "medrobotics-lib.caBundleVolume" . | nindent 8 }}
+        {{- if .Values.tmpVolume.enabled }}
         - name: tmp
           emptyDir:
             sizeLimit: {{ .Values.tmpVolume.sizeLimit }}
+        {{- end }}
       {{- end }}
       {{- with .Values.nodeSelector }}
       nodeSelector:

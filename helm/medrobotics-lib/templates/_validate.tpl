@@ -53,8 +53,14 @@ behind the chart's back. */ -}}
 {{- end }}
 {{- end }}
 
-{{- if and (has $db.sslMode (list "verify-ca" "verify-full")) (not $db.sslRootCert) }}
-{{- fail (printf "%s: database.sslMode %s verifies the server certificate: set database.sslRootCert to the RDS CA bundle mounted through extraVolumes/extraVolumeMounts" $fullname $db.sslMode) }}
+{{- if and (has $db.sslMode (list "verify-ca" "verify-full")) (not $db.sslRootCert) (not $db.caBundle.configMap) }}
+{{- fail (printf "%s: database.sslMode %s verifies the server certificate: set database.caBundle.configMap to the ConfigMap holding the RDS CA bundle (deploy.sh: RDS_CA_BUNDLE), or database.sslRootCert to a bundle inside the image" $fullname $db.sslMode) }}
+{{- end }}
+{{- if and .Values.externalSecret.enabled (not .Values.externalSecret.remoteKey) }}
+{{- fail (printf "%s: externalSecret.remoteKey is required: the full ARN of the RDS credentials secret (the one the cluster stack's DatabaseSecretArn lets the External Secrets role read)" $fullname) }}
+{{- end }}
+{{- if and .Values.auth.enabled .Values.auth.externalSecret.enabled (not .Values.auth.externalSecret.remoteKey) }}
+{{- fail (printf "%s: auth.externalSecret.remoteKey is required: the full ARN of the API keys secret (the cluster stack's ApiKeysSecretArn)" $fullname) }}
 {{- end }}
 
 {{- /* Connection budget: every pod that can exist at once holds a full pool plus the one
