@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{batch_answer, counted, ingest_grouped};
+use super::{Caller, batch_answer, counted, ingest_grouped};
 use crate::AppState;
 use crate::body::IngestBody;
 use crate::error::{IngestError, Result};
@@ -88,12 +88,13 @@ fn parse_batch(body: &[u8]) -> Result<(String, Records<'_>)> {
         (status = 400, description = "No records, or a bad record (index and field named)", body = ErrorBody),
         (status = 409, description = "A request with this Idempotency-Key is in progress", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "Idempotency-Key reused for a different body", body = ErrorBody),
-        (status = 503, description = "Store or database unavailable, or overloaded; see Retry-After", body = ErrorBody),
+        (status = 422, description = "Idempotency-Key reused by the same caller for a different body", body = ErrorBody),
+        (status = 503, description = "Store or database unavailable, overloaded, or the Idempotency-Key was taken over by another request; see Retry-After", body = ErrorBody),
     )
 )]
 pub async fn ingest_batch(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     body: IngestBody,
 ) -> Result<Response> {
@@ -105,6 +106,7 @@ pub async fn ingest_batch(
     ingest_grouped(
         &state,
         "batch",
+        &caller,
         &prefix,
         &records,
         &headers,

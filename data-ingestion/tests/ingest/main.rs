@@ -8,6 +8,7 @@ mod helpers;
 
 mod bad_input;
 mod batch;
+mod fencing;
 mod idempotency;
 mod loss;
 mod outages;
