@@ -268,3 +268,57 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     anyhow::ensure!(total.failed == 0, "{} requests failed", total.failed);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 422 for a reused `Idempotency-Key` (against the real app, embedded backend)
+    /// is reported as the simulator's own bug and counted with its records.
+    #[tokio::test]
+    async fn a_reused_key_is_counted_with_its_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        let env: std::collections::HashMap<String, String> = [
+            ("APP_SERVER__HOST", "127.0.0.1".to_owned()),
+            ("APP_SERVER__PORT", "0".to_owned()),
+            ("APP_SERVER__DRAIN_DELAY_SECS", "0".to_owned()),
+            ("APP_DATABASE__MIGRATE_ON_START", "true".to_owned()),
+            ("APP_DATABASE__SQLITE_PATH", path("sim.db")),
+            ("APP_STORAGE__LOCAL_DIR", path("bucket")),
+            ("APP_INGEST__GROUP_WINDOW_MS", "10".to_owned()),
+            ("APP_AUTH__ENABLED", "false".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let settings =
+            common::Settings::from_env(common::Service::Ingestion, &env).expect("settings");
+        let app = crate::Application::build(settings).await.expect("app");
+        let url = format!("http://127.0.0.1:{}/ingest/telemetry", app.port());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::new();
+        let (procedure, robot) = (Uuid::new_v4().to_string(), Uuid::new_v4().to_string());
+        let first = json!([sample(&procedure, &robot, 1)]);
+        let stored = post(&client, &url, &first, "sim-key").await;
+        assert!(matches!(stored, Posted::Stored(_)));
+        let other = json!([sample(&procedure, &robot, 2), sample(&procedure, &robot, 3)]);
+        let refused = post(&client, &url, &other, "sim-key").await;
+        assert!(matches!(refused, Posted::KeyConflict));
+        let mut report = RobotReport::default();
+        report.lost(&refused, 2);
+        assert_eq!(
+            (
+                report.failed,
+                report.records_not_stored,
+                report.key_conflicts
+            ),
+            (1, 2, 1)
+        );
+        let _ = stop.send(());
+        server.await.expect("join").expect("server");
+    }
+}
