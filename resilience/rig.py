@@ -987,6 +987,8 @@ def hostile(rig: Rig) -> None:
         ("invalid UTF-8", ingest, "POST", "/ingest/telemetry", b'{"a":"\xff\xfe"}', {}, {400}),
         ("invalid UTF-8 procedure", ingest, "POST", "/ingest/procedure", b'{"procedure_id":"\xc3\x28"}', {}, {400}),
         ("unknown encoding", ingest, "POST", "/ingest/telemetry", b"{}", {"Content-Encoding": "br"}, {415}),
+        ("JSON sent as text/plain", ingest, "POST", "/ingest/telemetry", rec + b"1}",
+         {"Content-Type": "text/plain"}, {415}),
         ("NUL in a query parameter", api, "GET", "/api/robots?status=%00", None, {}, {400}),
         ("NUL in a path id", api, "GET", "/api/robots/%00", None, {}, {400, 404}),
         ("invalid UTF-8 in a query", api, "GET", "/api/procedures?category=%ff%fe", None, {}, {200}),

@@ -19,12 +19,19 @@ pub enum IngestError {
     /// 409 with `Retry-After`: a request with the same `Idempotency-Key` is in progress.
     #[error("{0}")]
     Conflict(&'static str),
+    /// 409: the procedure is stored with a different value in a field the upsert
+    /// does not update; the message names the field. Nothing was changed.
+    #[error("{0}")]
+    Mismatch(String),
     /// 413: the body (after decompression) exceeds the limit.
     #[error("request body too large")]
     TooLarge(usize),
     /// 415: a `Content-Encoding` other than gzip or identity.
     #[error("unsupported content encoding")]
     UnsupportedEncoding,
+    /// 415: a `Content-Type` the route does not take; the message names the accepted ones.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// 422: well-formed but refers to something that does not exist, or an
     /// `Idempotency-Key` reused for a different request.
     #[error("{0}")]
@@ -57,6 +64,28 @@ impl From<DbError> for IngestError {
     }
 }
 
+impl IngestError {
+    /// The `outcome` and `reason` labels of `ingest_records_total` and
+    /// `ingest_requests_total`: `rejected` for what the client must change,
+    /// `unavailable` for what the service refused and a retry can fix.
+    pub fn outcome(&self) -> (&'static str, &'static str) {
+        match self {
+            IngestError::BadRequest(_) | IngestError::Unprocessable(_) => ("rejected", "invalid"),
+            IngestError::Mismatch(_) => ("rejected", "conflict"),
+            IngestError::UnsupportedEncoding | IngestError::UnsupportedMediaType(_) => {
+                ("rejected", "unsupported_media_type")
+            }
+            IngestError::TooLarge(_) => ("rejected", "too_large"),
+            IngestError::Overloaded => ("unavailable", "overloaded"),
+            IngestError::Store(_) => ("unavailable", "store_unavailable"),
+            IngestError::DbUnavailable(_) => ("unavailable", "db_unavailable"),
+            IngestError::Conflict(_) => ("unavailable", "in_progress"),
+            IngestError::Fenced => ("unavailable", "fenced"),
+            IngestError::Internal(_) => ("unavailable", "internal"),
+        }
+    }
+}
+
 impl IntoResponse for IngestError {
     fn into_response(self) -> Response {
         let mut res = match &self {
@@ -66,6 +95,10 @@ impl IntoResponse for IngestError {
                 res.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 res
+            }
+            IngestError::Mismatch(msg) => error_response(StatusCode::CONFLICT, msg),
+            IngestError::UnsupportedMediaType(msg) => {
+                error_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, msg)
             }
             IngestError::TooLarge(limit) => error_response(
                 StatusCode::PAYLOAD_TOO_LARGE,

@@ -181,9 +181,14 @@ impl Grouper {
                 members: Vec::new(),
             });
             let new_group = group.members.is_empty().then_some(group.id);
-            group
-                .body
-                .push(if group.body.is_empty() { b'[' } else { b',' });
+            // An empty submission (a batch of no records) adds nothing but still
+            // waits for, and names, the object.
+            if group.body.is_empty() {
+                group.body.push(b'[');
+            }
+            if !records.is_empty() && group.body.len() > 1 {
+                group.body.push(b',');
+            }
             let start = group.body.len();
             group.body.extend_from_slice(records);
             group.records += count;
@@ -422,6 +427,30 @@ mod tests {
         let records: Vec<serde_json::Value> = serde_json::from_slice(&body).expect("array");
         assert_eq!(records.len(), 20);
         assert_eq!(g.pending_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn empty_submissions_name_a_valid_array() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let g = grouper(dir.path(), 100, 10_000, 1 << 20);
+        let alone = g.submit("batch/e/", b"", 0, None).await.expect("stored");
+        let body = g.store().get(&alone).await.expect("get").expect("exists");
+        assert_eq!(body.as_ref(), b"[]");
+
+        // Empty submissions before, between and after records in one group.
+        let (a, b, c, d) = tokio::join!(
+            g.submit("batch/m/", b"", 0, None),
+            g.submit("batch/m/", b"{\"a\":1}", 1, None),
+            g.submit("batch/m/", b"", 0, None),
+            g.submit("batch/m/", b"{\"b\":2},{\"c\":3}", 2, None),
+        );
+        let key = a.expect("a");
+        for other in [b, c, d] {
+            assert_eq!(other.expect("stored"), key);
+        }
+        let body = g.store().get(&key).await.expect("get").expect("exists");
+        let records: Vec<serde_json::Value> = serde_json::from_slice(&body).expect("array");
+        assert_eq!(records.len(), 3, "{}", String::from_utf8_lossy(&body));
     }
 
     #[tokio::test]

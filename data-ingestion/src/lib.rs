@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod cli;
+pub mod content_type;
 pub mod error;
 pub mod grouper;
 pub mod idempotency;

@@ -1,4 +1,5 @@
-//! Ingestion metrics: records accepted and rejected by reason, requests per object
+//! Ingestion metrics: records and requests accepted, rejected (the client must change
+//! something) or refused while unavailable (a retry can succeed), by reason; requests per object
 //! and records per object, objects written, PUT latency and failures, pending bytes,
 //! idempotent replays and overload rejections, and the idempotency row's database
 //! failures (by statement) and fenced writes.
@@ -13,9 +14,13 @@ use prometheus_client::registry::Registry;
 /// Labels of `ingest_records_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RecordLabels {
-    /// `accepted` or `rejected`.
+    /// `accepted`, `rejected` (4xx: the client must change the request) or
+    /// `unavailable` (503, or 409 while the same `Idempotency-Key` is in progress).
     pub outcome: &'static str,
-    /// `stored`, `invalid`, `too_large`, `overloaded`, `store_unavailable`, `db_unavailable`, `other`.
+    /// `stored`; `invalid`, `conflict`, `too_large`, `unsupported_media_type`,
+    /// `unauthorized`, `forbidden`, `rate_limited`;
+    /// `overloaded`, `store_unavailable`, `db_unavailable`, `in_progress`, `fenced`, `internal`
+    /// (see [`crate::error::IngestError::outcome`]).
     pub reason: &'static str,
 }
 
@@ -26,10 +31,20 @@ pub struct OpLabels {
     pub op: &'static str,
 }
 
+/// Labels of `ingest_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The route template, `/ingest/telemetry`, `/ingest/batch` or `/ingest/procedure`.
+    pub route: &'static str,
+    /// As in [`RecordLabels::outcome`].
+    pub outcome: &'static str,
+}
+
 /// Handles on every ingestion metric.
 #[derive(Clone, Debug)]
 pub struct IngestMetrics {
     records: Family<RecordLabels, Counter>,
+    requests: Family<RequestLabels, Counter>,
     /// Requests whose records went into one object.
     pub group_requests: Histogram,
     /// Records in one object.
@@ -57,6 +72,7 @@ impl IngestMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self {
             records: Family::default(),
+            requests: Family::default(),
             group_requests: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             object_records: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
             objects_written: Counter::default(),
@@ -70,8 +86,14 @@ impl IngestMetrics {
         };
         registry.register(
             "ingest_records",
-            "Records accepted or rejected, by reason",
+            "Records accepted, rejected or refused while unavailable, by reason; a request \
+             whose body held no parseable record counts as one",
             m.records.clone(),
+        );
+        registry.register(
+            "ingest_requests",
+            "Ingestion requests accepted, rejected or refused while unavailable, by route",
+            m.requests.clone(),
         );
         registry.register(
             "ingest_group_requests",
@@ -138,5 +160,12 @@ impl IngestMetrics {
         self.records
             .get_or_create(&RecordLabels { outcome, reason })
             .inc_by(n as u64);
+    }
+
+    /// Counts one request to `route` with an outcome.
+    pub fn request(&self, route: &'static str, outcome: &'static str) {
+        self.requests
+            .get_or_create(&RequestLabels { route, outcome })
+            .inc();
     }
 }

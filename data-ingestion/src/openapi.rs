@@ -45,9 +45,8 @@ pub struct TelemetryAck {
 /// A batch of records.
 #[derive(ToSchema)]
 pub struct BatchBody {
-    /// JSON objects (at least one); for `telemetry`, each checked like a telemetry
-    /// record.
-    #[schema(min_items = 1)]
+    /// JSON objects; for `telemetry`, each checked like a telemetry record. An empty
+    /// array is a batch of none: stored as an empty array and answered with count 0.
     records: Vec<serde_json::Value>,
     /// Object key segment, default `telemetry`; `[a-z0-9_-]{1,64}`.
     #[serde(rename = "type")]
@@ -65,7 +64,8 @@ pub struct BatchAck {
     status: String,
 }
 
-/// One `surgical_procedures` row.
+/// One `surgical_procedures` row: all 14 keys are required (as by the old
+/// service's insert); `patient_gender` and `complexity_score` may be `null`.
 #[derive(ToSchema)]
 pub struct ProcedureBody {
     #[schema(format = Uuid)]
@@ -92,9 +92,9 @@ pub struct ProcedureBody {
     patient_id: String,
     #[schema(minimum = 0, maximum = 120)]
     patient_age: i64,
-    #[schema(max_length = 20)]
+    #[schema(max_length = 20, required = true)]
     patient_gender: Option<String>,
-    #[schema(minimum = 1.0, maximum = 5.0)]
+    #[schema(minimum = 1.0, maximum = 5.0, required = true)]
     complexity_score: Option<f64>,
     /// `completed`, `in_progress`, `aborted` or `cancelled`.
     status: String,
@@ -116,8 +116,10 @@ pub struct ProcedureAck {
 pub struct Stats {
     total_procedures: i64,
     unique_robots: i64,
-    /// Latest `start_time`, RFC 3339 UTC; null on an empty table.
-    #[schema(required = true, format = DateTime)]
+    /// Latest `start_time` in Python's `isoformat()` form of the naive (UTC)
+    /// timestamp, `YYYY-MM-DDTHH:MM:SS[.ffffff]` (microseconds only when non-zero),
+    /// as the old service sent it; null on an empty table.
+    #[schema(required = true, example = "2025-12-31T15:25:00")]
     latest_procedure: Option<String>,
 }
 

@@ -1,9 +1,17 @@
-//! Procedure records: parsed at the boundary into [`NewProcedure`] (every field
-//! checked against the schema's types, lengths and CHECK constraints, so a bad
-//! value is a 400 naming the field), then upserted: a conflict on `procedure_id`
-//! updates `status`, `end_time` and `duration_minutes`, as the Flask service did.
+//! Procedure records: parsed at the boundary into [`NewProcedure`] (all 14 keys of the
+//! old service's insert required, every value checked against the schema's types,
+//! lengths and CHECK constraints, so a bad value is a 400 naming the field), then
+//! upserted: a conflict on `procedure_id` updates `status`, `end_time` and
+//! `duration_minutes`, as the Flask service did, but only when every other field
+//! equals the stored row. Otherwise nothing changes and the answer is a 409 naming
+//! the first field that differs (the old service answered 201 and kept the old row).
+//! The comparison is part of the upsert statement (`ON CONFLICT ... DO UPDATE ...
+//! WHERE`), so it runs on the locked row and two racing requests cannot both win; it
+//! compares typed column values, so `2026-01-01T09:00:00Z` equals
+//! `2026-01-01 09:00:00` and `3.5` equals `"3.50"`.
 
 use chrono::NaiveDateTime;
+use common::db::Arg;
 use common::db::ConstraintKind;
 use common::{Db, DbError, Query};
 use serde_json::{Map, Value};
@@ -34,12 +42,79 @@ pub struct NewProcedure {
     status: String,
 }
 
-const UPSERT: &str = "INSERT INTO surgical_procedures (procedure_id, robot_id, procedure_type, \
-     procedure_category, start_time, end_time, duration_minutes, surgeon_id, surgeon_name, patient_id, \
-     patient_age, patient_gender, complexity_score, status) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-     ON CONFLICT (procedure_id) DO UPDATE SET status = excluded.status, \
-     end_time = excluded.end_time, duration_minutes = excluded.duration_minutes";
+/// The keys of the old service's insert, in its order: all required.
+pub const FIELDS: [&str; 14] = [
+    "procedure_id",
+    "robot_id",
+    "procedure_type",
+    "procedure_category",
+    "start_time",
+    "end_time",
+    "duration_minutes",
+    "surgeon_id",
+    "surgeon_name",
+    "patient_id",
+    "patient_age",
+    "patient_gender",
+    "complexity_score",
+    "status",
+];
+
+/// What a conflict updates.
+const UPDATED: [&str; 3] = ["status", "end_time", "duration_minutes"];
+
+/// The fields a conflict must match, in [`FIELDS`] order.
+fn compared() -> impl Iterator<Item = &'static str> {
+    FIELDS[1..].iter().copied().filter(|f| !UPDATED.contains(f))
+}
+
+/// SQL equality of column `stored` and value `new` that holds for two NULLs (the
+/// same on both backends; `excluded` values and casts make it typed).
+fn same(stored: &str, new: &str) -> String {
+    format!("COALESCE({stored} = {new}, {stored} IS NULL AND {new} IS NULL)")
+}
+
+/// Inserts, or on conflict updates the row only when every compared field is
+/// equal; returns the id when a row was written, nothing when the stored row
+/// differs (and stays as it was).
+static UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let placeholders: Vec<String> = (1..=FIELDS.len()).map(|i| format!("${i}")).collect();
+    let guard: Vec<String> = compared()
+        .map(|f| {
+            same(
+                &format!("surgical_procedures.{f}"),
+                &format!("excluded.{f}"),
+            )
+        })
+        .collect();
+    format!(
+        "INSERT INTO surgical_procedures ({}) VALUES ({}) \
+         ON CONFLICT (procedure_id) DO UPDATE SET {} WHERE {} RETURNING procedure_id",
+        FIELDS.join(", "),
+        placeholders.join(", "),
+        UPDATED.map(|f| format!("{f} = excluded.{f}")).join(", "),
+        guard.join(" AND "),
+    )
+});
+
+/// The first compared field in which the stored row differs from `$2..`, with each
+/// value cast to its column's type as the insert would store it.
+static FIRST_DIFFERENCE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let cases: Vec<String> = compared()
+        .enumerate()
+        .map(|(i, f)| {
+            let value = match f {
+                "complexity_score" => format!("CAST(${} AS NUMERIC(3, 2))", i + 2),
+                _ => format!("${}", i + 2),
+            };
+            format!("WHEN NOT {} THEN '{f}'", same(f, &value))
+        })
+        .collect();
+    format!(
+        "SELECT CASE {} ELSE '' END AS field FROM surgical_procedures WHERE procedure_id = $1",
+        cases.join(" ")
+    )
+});
 
 fn missing(field: &str) -> IngestError {
     IngestError::BadRequest(format!("Missing required field: {field}"))
@@ -132,11 +207,16 @@ impl NewProcedure {
         }
         let value: Value = serde_json::from_slice(body)
             .map_err(|e| IngestError::BadRequest(format!("Invalid JSON: {e}")))?;
-        let Value::Object(map) = value else {
-            return Err(IngestError::BadRequest("Body must be a JSON object".into()));
+        let map = match value {
+            Value::Object(map) => map,
+            Value::Array(items) if items.is_empty() => return Err(crate::telemetry::no_data()),
+            _ => return Err(IngestError::BadRequest("Body must be a JSON object".into())),
         };
         if map.is_empty() {
             return Err(crate::telemetry::no_data());
+        }
+        if let Some(name) = FIELDS.iter().find(|f| !map.contains_key(**f)) {
+            return Err(missing(name));
         }
         let f = Fields(&map);
         let procedure = Self {
@@ -177,27 +257,56 @@ impl NewProcedure {
         self.procedure_id
     }
 
-    /// Inserts or updates the row.
+    /// The value of `field` (one of [`FIELDS`]) as bound to the database.
+    fn arg(&self, field: &str) -> Arg {
+        match field {
+            "procedure_id" => self.procedure_id.into(),
+            "robot_id" => self.robot_id.into(),
+            "procedure_type" => self.procedure_type.as_str().into(),
+            "procedure_category" => self.procedure_category.as_str().into(),
+            "start_time" => self.start_time.into(),
+            "end_time" => self.end_time.into(),
+            "duration_minutes" => self.duration_minutes.into(),
+            "surgeon_id" => self.surgeon_id.as_str().into(),
+            "surgeon_name" => self.surgeon_name.as_str().into(),
+            "patient_id" => self.patient_id.as_str().into(),
+            "patient_age" => self.patient_age.into(),
+            "patient_gender" => self.patient_gender.clone().into(),
+            "complexity_score" => self.complexity_score.into(),
+            _ => self.status.as_str().into(),
+        }
+    }
+
+    /// Inserts the row, or updates `status`, `end_time` and `duration_minutes` of
+    /// the stored one when every other field is equal. A stored row that differs
+    /// is left as it is: 409 naming the first differing field.
     pub async fn upsert(&self, db: &Db) -> Result<(), IngestError> {
-        let query = Query::new(UPSERT)
-            .bind(self.procedure_id)
-            .bind(self.robot_id)
-            .bind(self.procedure_type.as_str())
-            .bind(self.procedure_category.as_str())
-            .bind(self.start_time)
-            .bind(self.end_time)
-            .bind(self.duration_minutes)
-            .bind(self.surgeon_id.as_str())
-            .bind(self.surgeon_name.as_str())
-            .bind(self.patient_id.as_str())
-            .bind(self.patient_age)
-            .bind(self.patient_gender.clone())
-            .bind(self.complexity_score)
-            .bind(self.status.as_str());
-        db.execute(query)
-            .await
-            .map(|_| ())
-            .map_err(constraint_error)
+        // A second round only when the stored row vanished between the two
+        // statements (its robot deleted): then the insert goes through.
+        for _ in 0..3 {
+            let upsert = FIELDS
+                .iter()
+                .fold(Query::new(&UPSERT), |q, f| q.bind(self.arg(f)));
+            let written = db.fetch_all(upsert).await.map_err(constraint_error)?;
+            if !written.is_empty() {
+                return Ok(());
+            }
+            let probe = compared().fold(
+                Query::new(&FIRST_DIFFERENCE).bind(self.procedure_id),
+                |q, f| q.bind(self.arg(f)),
+            );
+            let rows = db.fetch_all(probe).await?;
+            if let Some(field) = rows.get_string(0, "field")?.filter(|f| !f.is_empty()) {
+                return Err(IngestError::Mismatch(format!(
+                    "Conflicting {field}: procedure {} is stored with a different {field}; \
+                     only status, end_time and duration_minutes can change",
+                    self.procedure_id
+                )));
+            }
+        }
+        Err(IngestError::Conflict(
+            "The procedure changed while it was being stored, retry",
+        ))
     }
 }
 
@@ -324,9 +433,13 @@ mod tests {
                 "{body}"
             );
         }
-        assert_eq!(
-            NewProcedure::parse(b"").expect_err("empty").to_string(),
-            "No data provided"
-        );
+        for body in ["", "{}", "[]", " [ ] "] {
+            assert_eq!(
+                NewProcedure::parse(body.as_bytes())
+                    .expect_err(body)
+                    .to_string(),
+                "No data provided"
+            );
+        }
     }
 }

@@ -96,7 +96,10 @@ async fn post(client: &reqwest::Client, url: &str, body: &Value, key: &str) -> P
             Ok(r) if r.status().as_u16() == 201 => {
                 return r.json().await.map_or(Posted::Failed, Posted::Stored);
             }
-            Ok(r) if matches!(r.status().as_u16(), 409 | 429 | 503) => {}
+            // 409 with Retry-After: the same key is in progress; without it the
+            // stored procedure differs, which no retry changes.
+            Ok(r) if matches!(r.status().as_u16(), 429 | 503) => {}
+            Ok(r) if r.status().as_u16() == 409 && r.headers().contains_key("retry-after") => {}
             Ok(r) => {
                 let status = r.status();
                 let text = r.text().await.unwrap_or_default();

@@ -124,7 +124,13 @@ impl Application {
         let readiness = Arc::new(Readiness::new(checks));
 
         let (api, openapi) = routes::router().split_for_parts();
-        let api = auth.protect(api).with_state(state.clone());
+        let api = auth
+            .protect(api)
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.metrics.clone(),
+                routes::count_refusals,
+            ))
+            .with_state(state.clone());
         let router = assemble(
             api,
             &openapi,

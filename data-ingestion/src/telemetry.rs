@@ -85,6 +85,10 @@ pub fn parse_records(body: &[u8], ndjson: bool) -> Result<Records<'_>, IngestErr
     } else if trimmed.starts_with('{') {
         let one: &RawValue = serde_json::from_str(text)
             .map_err(|e| IngestError::BadRequest(format!("Invalid JSON: {e}")))?;
+        // `{}` is no data (the Flask answer), not a record missing its fields.
+        if one.get().bytes().all(|b| b"{} \t\r\n".contains(&b)) {
+            return Err(no_data());
+        }
         (vec![one], false)
     } else {
         return Err(IngestError::BadRequest(
@@ -309,17 +313,14 @@ mod tests {
 
     #[test]
     fn bodies_that_are_not_records_are_400() {
-        for body in [
-            "",
-            "   ",
-            "[]",
-            "42",
-            "\"text\"",
-            "null",
-            "[1,2]",
-            "{bad json",
-            "[{}, 3]",
-        ] {
+        for body in ["", "   ", "[]", "{}", " { } ", "[\n]"] {
+            assert_eq!(
+                message(parse_records(body.as_bytes(), false).expect_err(body)),
+                "No data provided",
+                "{body:?}"
+            );
+        }
+        for body in ["42", "\"text\"", "null", "[1,2]", "{bad json", "[{}, 3]"] {
             let result = parse_records(body.as_bytes(), false)
                 .and_then(|r| validate_telemetry(&r).map(|_| ()));
             assert!(

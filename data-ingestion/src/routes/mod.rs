@@ -3,8 +3,10 @@
 
 use std::future::Future;
 
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -13,6 +15,7 @@ use crate::AppState;
 use crate::error::{IngestError, Result};
 use crate::grouper::{GroupError, IdempotencyRef};
 use crate::idempotency::{Claim, RequestShape, caller_key, parse_key, request_hash};
+use crate::metrics::IngestMetrics;
 use crate::telemetry::Records;
 use common::storage::StorageError;
 
@@ -172,8 +175,7 @@ where
 }
 
 /// Writes validated `records` through the grouper under `prefix` (once per
-/// `Idempotency-Key`) and answers with `answer`. Counts the records as accepted, or
-/// the request as rejected with its reason.
+/// `Idempotency-Key`) and answers with `answer`. Counts the request and its records.
 #[allow(clippy::too_many_arguments)]
 pub async fn ingest_grouped(
     state: &AppState,
@@ -199,14 +201,67 @@ pub async fn ingest_grouped(
         Ok(answer(&key, shape))
     })
     .await;
-    counted(state, result, shape.records)
+    counted(state, scope, result, shape.records)
 }
 
-/// Counts a finished request: its records accepted, or itself rejected by reason.
-pub fn counted(state: &AppState, result: Result<Response>, records: usize) -> Result<Response> {
+/// The ingestion routes by idempotency scope: the `route` label values.
+const INGEST_ROUTES: [(&str, &str); 3] = [
+    ("telemetry", "/ingest/telemetry"),
+    ("batch", "/ingest/batch"),
+    ("procedure", "/ingest/procedure"),
+];
+
+/// Middleware around the authentication layer: counts the ingest requests it
+/// refused before a handler ran (401, 403, 429) as `rejected`, one record each.
+/// Handlers never answer these statuses, so nothing is counted twice.
+pub async fn count_refusals(
+    State(metrics): State<IngestMetrics>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(route) = req
+        .extensions()
+        .get::<MatchedPath>()
+        .and_then(|p| INGEST_ROUTES.iter().find(|(_, r)| *r == p.as_str()))
+        .map(|(_, r)| *r)
+    else {
+        return next.run(req).await;
+    };
+    let res = next.run(req).await;
+    let reason = match res.status() {
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        _ => return res,
+    };
+    metrics.records("rejected", reason, 1);
+    metrics.request(route, "rejected");
+    res
+}
+
+/// Counts a finished request to the route of `scope` in `ingest_requests_total`, and
+/// its `records` in `ingest_records_total` (at least one when rejected: a body that
+/// could not be split into records counts as one).
+pub fn counted(
+    state: &AppState,
+    scope: &'static str,
+    result: Result<Response>,
+    records: usize,
+) -> Result<Response> {
+    let route = INGEST_ROUTES
+        .iter()
+        .find(|(s, _)| *s == scope)
+        .map_or("/ingest/procedure", |(_, r)| r);
     match &result {
-        Ok(_) => state.metrics.records("accepted", "stored", records),
-        Err(err) => state.metrics.records("rejected", reason(err), 1),
+        Ok(_) => {
+            state.metrics.records("accepted", "stored", records);
+            state.metrics.request(route, "accepted");
+        }
+        Err(err) => {
+            let (outcome, reason) = err.outcome();
+            state.metrics.records(outcome, reason, records.max(1));
+            state.metrics.request(route, outcome);
+        }
     }
     result
 }
@@ -220,21 +275,5 @@ pub(crate) fn group_error(err: GroupError) -> IngestError {
         GroupError::Idempotency(msg) => IngestError::Store(StorageError::Unavailable(format!(
             "idempotency store: {msg}"
         ))),
-    }
-}
-
-/// The `reason` label for a rejected request.
-pub fn reason(err: &IngestError) -> &'static str {
-    match err {
-        IngestError::BadRequest(_)
-        | IngestError::Unprocessable(_)
-        | IngestError::UnsupportedEncoding => "invalid",
-        IngestError::TooLarge(_) => "too_large",
-        IngestError::Overloaded => "overloaded",
-        IngestError::Store(_) => "store_unavailable",
-        IngestError::DbUnavailable(_) => "db_unavailable",
-        IngestError::Conflict(_) => "in_progress",
-        IngestError::Fenced => "fenced",
-        IngestError::Internal(_) => "other",
     }
 }

@@ -8,8 +8,8 @@ use utoipa_axum::routes;
 
 use super::{Caller, counted, ingest_grouped, telemetry_answer};
 use crate::AppState;
-use crate::body::IngestBody;
-use crate::error::Result;
+use crate::content_type::JsonOrNdjsonBody;
+use crate::error::{IngestError, Result};
 use crate::openapi::{ErrorBody, TelemetryAck, TelemetryBody};
 use crate::telemetry::{parse_records, validate_telemetry};
 
@@ -31,7 +31,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         (status = 400, description = "A record is missing a field or has a bad value (index and field named)", body = ErrorBody),
         (status = 409, description = "A request with this Idempotency-Key is in progress", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Unsupported Content-Encoding", body = ErrorBody),
+        (status = 415, description = "Unsupported Content-Type (accepted: application/json, application/*+json, application/x-ndjson) or Content-Encoding", body = ErrorBody),
         (status = 422, description = "Idempotency-Key reused by the same caller for a different body", body = ErrorBody),
         (status = 503, description = "Store or database unavailable, overloaded, or the Idempotency-Key was taken over by another request; see Retry-After", body = ErrorBody),
     )
@@ -40,13 +40,19 @@ pub async fn ingest_telemetry(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    body: IngestBody,
+    body: std::result::Result<JsonOrNdjsonBody, IngestError>,
 ) -> Result<Response> {
-    let parsed = parse_records(&body.bytes, body.ndjson)
-        .and_then(|records| validate_telemetry(&records).map(|procedure| (records, procedure)));
-    let (records, procedure) = match parsed {
-        Ok(ok) => ok,
-        Err(err) => return counted(&state, Err(err), 0),
+    let body = match body {
+        Ok(body) => body.0,
+        Err(err) => return counted(&state, "telemetry", Err(err), 1),
+    };
+    let records = match parse_records(&body.bytes, body.ndjson) {
+        Ok(records) => records,
+        Err(err) => return counted(&state, "telemetry", Err(err), 1),
+    };
+    let procedure = match validate_telemetry(&records) {
+        Ok(procedure) => procedure,
+        Err(err) => return counted(&state, "telemetry", Err(err), records.len()),
     };
     let prefix = format!("telemetry/{procedure}/");
     ingest_grouped(

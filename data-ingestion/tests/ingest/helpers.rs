@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::storage::{LocalStore, ObjectStore, S3Store};
 use common::testing::{Proxy, ProxyMode, create_pg_database, socket_addr, via_proxy};
-use common::{Db, Service, Settings};
+use common::{Db, Query, Service, Settings};
 use data_ingestion::Application;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -71,6 +71,27 @@ impl Reply {
     }
 }
 
+/// A complete procedure row (all 14 keys of the old insert) for [`ROBOT`].
+pub fn procedure(id: &str) -> Value {
+    json!({
+        "procedure_id": id, "robot_id": ROBOT, "procedure_type": "Hysterectomy",
+        "procedure_category": "Gynecology", "start_time": "2026-11-28 09:00:00",
+        "end_time": "2026-11-28 09:00:00", "duration_minutes": 0, "surgeon_id": "SURG-001",
+        "surgeon_name": "Dr. Amelia Hart", "patient_id": "PAT-SECRET-991", "patient_age": 54,
+        "patient_gender": "female", "complexity_score": 3.06, "status": "in_progress"
+    })
+}
+
+/// [`procedure`] as its robot reports it at the end: completed after 150 minutes
+/// (what a conflict updates).
+pub fn completed_procedure(id: &str) -> Value {
+    let mut done = procedure(id);
+    done["status"] = json!("completed");
+    done["end_time"] = json!("2026-11-28T11:30:00Z");
+    done["duration_minutes"] = json!(150);
+    done
+}
+
 pub fn record(seq: u64) -> Value {
     json!({"procedure_id": PROCEDURE, "robot_id": ROBOT, "timestamp": "2026-11-28 10:00:00.250",
            "seq": seq, "arm": {"x": 1.25, "y": -3.5}, "note": "ünïcode ok"})
@@ -100,6 +121,10 @@ impl TestApp {
 
     pub async fn post_json(&self, path: &str, body: &Value) -> Reply {
         self.send(self.post(path).json(body)).await
+    }
+
+    pub async fn post_procedure(&self, body: &Value) -> Reply {
+        self.post_json("/ingest/procedure", body).await
     }
 
     pub async fn post_telemetry(&self, body: &Value) -> Reply {
@@ -138,6 +163,17 @@ impl TestApp {
         (records, keys.len())
     }
 
+    /// Rows in `surgical_procedures`.
+    pub async fn procedure_count(&self) -> i64 {
+        self.db
+            .fetch_all(Query::new("SELECT COUNT(*) AS n FROM surgical_procedures"))
+            .await
+            .expect("count")
+            .get_i64(0, "n")
+            .expect("n")
+            .expect("row")
+    }
+
     /// Loads one robot so procedures can reference it.
     pub async fn add_robot(&self) {
         self.db
@@ -166,6 +202,33 @@ impl TestApp {
 
 fn settings(env: HashMap<String, String>) -> Settings {
     Settings::from_env(Service::Ingestion, &env).expect("test settings")
+}
+
+/// The app with authentication on and these `(name, scope, key)` entries; keep the
+/// returned directory (the keys file) while the app runs.
+pub async fn spawn_with_keys(
+    backend: Backend,
+    keys: &[(&str, &str, &str)],
+) -> (TestApp, tempfile::TempDir) {
+    let entries: Vec<String> = keys
+        .iter()
+        .map(|(name, scope, key)| {
+            format!(
+                r#"{{"name":"{name}","scopes":["{scope}"],"sha256":"{}"}}"#,
+                common::auth::hash_key(key)
+            )
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("keys.json");
+    std::fs::write(&file, format!("[{}]", entries.join(","))).expect("keys");
+    let file = file.to_str().expect("utf-8");
+    let env = [("APP_AUTH__ENABLED", "true"), ("APP_AUTH__KEYS_FILE", file)];
+    let options = Options {
+        env: &env,
+        ..Default::default()
+    };
+    (spawn_with(backend, options).await, dir)
 }
 
 pub async fn spawn(backend: Backend) -> TestApp {

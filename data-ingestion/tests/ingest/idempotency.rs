@@ -67,25 +67,14 @@ async fn concurrent_requests_with_one_key_write_once(backend: Backend) {
 /// Two facilities (API keys) reusing one `Idempotency-Key` each store their own
 /// records: neither a 422 nor a replay of the other's answer.
 async fn keys_belong_to_the_caller(backend: Backend) {
-    use common::auth::hash_key;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let keys = dir.path().join("keys.json");
-    std::fs::write(
-        &keys,
-        format!(
-            r#"[{{"name":"robots-fac-001","scopes":["ingest"],"sha256":"{}"}},{{"name":"robots-fac-002","scopes":["ingest"],"sha256":"{}"}}]"#,
-            hash_key("mrk_fac_one"),
-            hash_key("mrk_fac_two")
-        ),
+    let (app, _keys) = crate::helpers::spawn_with_keys(
+        backend,
+        &[
+            ("robots-fac-001", "ingest", "mrk_fac_one"),
+            ("robots-fac-002", "ingest", "mrk_fac_two"),
+        ],
     )
-    .expect("keys");
-    let file = keys.to_str().expect("utf-8");
-    let env = [("APP_AUTH__ENABLED", "true"), ("APP_AUTH__KEYS_FILE", file)];
-    let options = crate::helpers::Options {
-        env: &env,
-        ..Default::default()
-    };
-    let app = crate::helpers::spawn_with(backend, options).await;
+    .await;
     let send = |token: &'static str, body: Value| {
         app.send(
             app.post("/ingest/telemetry")

@@ -8,6 +8,7 @@ mod helpers;
 
 mod bad_input;
 mod batch;
+mod bodies;
 mod fencing;
 mod idempotency;
 mod loss;
@@ -15,3 +16,4 @@ mod outages;
 mod procedures;
 mod service;
 mod telemetry;
+mod wire;

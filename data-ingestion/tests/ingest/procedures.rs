@@ -1,17 +1,7 @@
 use common::Query;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::helpers::{Backend, ROBOT, TestApp, spawn};
-
-fn procedure(id: &str) -> Value {
-    json!({
-        "procedure_id": id, "robot_id": ROBOT, "procedure_type": "Hysterectomy",
-        "procedure_category": "Gynecology", "start_time": "2026-11-28 09:00:00",
-        "end_time": "2026-11-28 09:00:00", "duration_minutes": 0, "surgeon_id": "SURG-001",
-        "surgeon_name": "Dr. Amelia Hart", "patient_id": "PAT-SECRET-991", "patient_age": 54,
-        "patient_gender": "female", "complexity_score": 3.06, "status": "in_progress"
-    })
-}
+use crate::helpers::{Backend, TestApp, completed_procedure, procedure, spawn};
 
 async fn stored(app: &TestApp, id: &str) -> (String, i64, String) {
     let rows = app
@@ -37,7 +27,7 @@ async fn procedures_are_upserted(backend: Backend) {
     let app = spawn(backend).await;
     app.add_robot().await;
     let id = "aaaaaaaa-0000-4000-8000-000000000001";
-    let reply = app.post_json("/ingest/procedure", &procedure(id)).await;
+    let reply = app.post_procedure(&procedure(id)).await;
     assert_eq!(reply.status, 201, "{}", reply.text);
     assert_eq!(
         reply.json(),
@@ -48,12 +38,7 @@ async fn procedures_are_upserted(backend: Backend) {
         ("in_progress".into(), 0, "Hysterectomy".into())
     );
 
-    let mut done = procedure(id);
-    done["status"] = json!("completed");
-    done["end_time"] = json!("2026-11-28T11:30:00Z");
-    done["duration_minutes"] = json!(150);
-    done["procedure_type"] = json!("Changed on conflict? No");
-    let reply = app.post_json("/ingest/procedure", &done).await;
+    let reply = app.post_procedure(&completed_procedure(id)).await;
     assert_eq!(reply.status, 201, "{}", reply.text);
     assert_eq!(
         stored(&app, id).await,
@@ -64,7 +49,7 @@ async fn procedures_are_upserted(backend: Backend) {
     let stats = app.get("/ingest/stats").await.json();
     assert_eq!(stats["total_procedures"], 1);
     assert_eq!(stats["unique_robots"], 1);
-    assert_eq!(stats["latest_procedure"], "2026-11-28T09:00:00Z");
+    assert_eq!(stats["latest_procedure"], "2026-11-28T09:00:00");
 }
 
 async fn bad_procedures_name_the_field_and_never_echo_rows(backend: Backend) {
@@ -74,7 +59,7 @@ async fn bad_procedures_name_the_field_and_never_echo_rows(backend: Backend) {
 
     let mut unknown_robot = procedure(id);
     unknown_robot["robot_id"] = json!("99999999-9999-4999-8999-999999999999");
-    let reply = app.post_json("/ingest/procedure", &unknown_robot).await;
+    let reply = app.post_procedure(&unknown_robot).await;
     assert_eq!(reply.status, 422, "{}", reply.text);
     assert!(reply.error().contains("robot_id"));
 
@@ -88,7 +73,7 @@ async fn bad_procedures_name_the_field_and_never_echo_rows(backend: Backend) {
     ] {
         let mut body = procedure(id);
         body[field] = value.clone();
-        let reply = app.post_json("/ingest/procedure", &body).await;
+        let reply = app.post_procedure(&body).await;
         assert_eq!(reply.status, status, "{field}={value}: {}", reply.text);
         assert!(reply.error().contains(field), "{field}: {}", reply.text);
         assert!(
@@ -101,26 +86,22 @@ async fn bad_procedures_name_the_field_and_never_echo_rows(backend: Backend) {
         .as_object_mut()
         .expect("object")
         .remove("surgeon_id");
-    let reply = app.post_json("/ingest/procedure", &missing).await;
+    let reply = app.post_procedure(&missing).await;
     assert_eq!(reply.error(), "Missing required field: surgeon_id");
     assert_eq!(
         app.post_raw("/ingest/procedure", "", &[]).await.error(),
         "No data provided"
     );
 
-    // A conflict update that would put end_time before the stored start_time.
-    assert_eq!(
-        app.post_json("/ingest/procedure", &procedure(id))
-            .await
-            .status,
-        201
-    );
+    // A conflict that would move start_time (and so end_time before the stored
+    // start_time) changes nothing and names the field.
+    assert_eq!(app.post_procedure(&procedure(id)).await.status, 201);
     let mut earlier = procedure(id);
     earlier["start_time"] = json!("2026-11-20 07:00:00");
     earlier["end_time"] = json!("2026-11-20 08:00:00");
-    let reply = app.post_json("/ingest/procedure", &earlier).await;
-    assert_eq!(reply.status, 400, "{}", reply.text);
-    assert!(reply.error().contains("end_time"));
+    let reply = app.post_procedure(&earlier).await;
+    assert_eq!(reply.status, 409, "{}", reply.text);
+    assert!(reply.error().starts_with("Conflicting start_time"));
     assert!(!reply.text.contains("PAT-SECRET"));
 }
 

@@ -85,7 +85,8 @@ async fn the_openapi_document_matches_the_live_routes() {
             &json!({"procedure_id": "aaaaaaaa-0000-4000-8000-000000000009", "robot_id": ROBOT,
                     "procedure_type": "T", "procedure_category": "C", "start_time": "2026-11-28 09:00:00",
                     "end_time": "2026-11-28 10:00:00", "duration_minutes": 60, "surgeon_id": "S",
-                    "surgeon_name": "Dr. S", "patient_id": "P", "patient_age": 40, "status": "completed"}),
+                    "surgeon_name": "Dr. S", "patient_id": "P", "patient_age": 40, "patient_gender": null,
+                    "complexity_score": null, "status": "completed"}),
         )
         .await;
     assert_eq!(p.status, 201, "{}", p.text);
@@ -100,27 +101,13 @@ async fn the_openapi_document_matches_the_live_routes() {
     validate("/ingest/telemetry", "post", "400", &bad.json());
 }
 
-#[tokio::test]
-async fn ingestion_routes_need_an_ingest_key() {
-    use common::auth::hash_key;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let keys = dir.path().join("keys.json");
-    std::fs::write(
-        &keys,
-        format!(
-            r#"[{{"name":"robots-fac-001","scopes":["ingest"],"sha256":"{}"}},{{"name":"dashboard","scopes":["read"],"sha256":"{}"}}]"#,
-            hash_key("mrk_robot_key"),
-            hash_key("mrk_read_key")
-        ),
-    )
-    .expect("keys");
-    let file = keys.to_str().expect("utf-8");
-    let app = crate::helpers::spawn_with(
-        Backend::Postgres,
-        crate::helpers::Options {
-            env: &[("APP_AUTH__ENABLED", "true"), ("APP_AUTH__KEYS_FILE", file)],
-            ..Default::default()
-        },
+async fn ingestion_routes_need_an_ingest_key(backend: Backend) {
+    let (app, _keys) = crate::helpers::spawn_with_keys(
+        backend,
+        &[
+            ("robots-fac-001", "ingest", "mrk_robot_key"),
+            ("dashboard", "read", "mrk_read_key"),
+        ],
     )
     .await;
     let body = json!([record(1)]);
@@ -150,4 +137,16 @@ async fn ingestion_routes_need_an_ingest_key() {
         1,
         "rejected requests wrote nothing"
     );
+    // Refused before a handler ran, and still counted (issue 21).
+    let text = app.get("/metrics").await.text;
+    for expected in [
+        r#"ingest_records_total{outcome="rejected",reason="unauthorized"} 1"#,
+        r#"ingest_records_total{outcome="rejected",reason="forbidden"} 1"#,
+        r#"ingest_records_total{outcome="accepted",reason="stored"} 1"#,
+        r#"ingest_requests_total{route="/ingest/telemetry",outcome="rejected"} 2"#,
+        r#"ingest_requests_total{route="/ingest/telemetry",outcome="accepted"} 1"#,
+    ] {
+        assert!(text.contains(expected), "missing {expected}:\n{text}");
+    }
 }
+on_both_backends!(ingestion_routes_need_an_ingest_key);
