@@ -184,15 +184,17 @@ class Postgres:
 
 
 class Replica:
-    def __init__(self, rig: "Rig", service: str, n: int):
+    def __init__(self, rig: "Rig", service: str, n: int, extra_env: dict | None = None,
+                 prefix: tuple[str, ...] = ()):
         self.rig, self.service, self.n = rig, service, n
         self.port = free_port()
         self.name = f"{'api' if service == 'api-service' else 'ingest'}-{n}"
         self.log = rig.run / f"{self.name}.log"
         env = dict(os.environ)
         env.update(rig.service_env(service))
+        env.update(extra_env or {})
         env["APP_SERVER__PORT"] = str(self.port)
-        self.proc = subprocess.Popen([str(rig.bin / service)], env=env, stdout=open(self.log, "ab"),
+        self.proc = subprocess.Popen([*prefix, str(rig.bin / service)], env=env, stdout=open(self.log, "ab"),
                                      stderr=subprocess.STDOUT, start_new_session=True)
         self.ready_seen = False
 
@@ -1061,11 +1063,134 @@ def slow_clients(rig: Rig, rep: Replica, checks: list[str]) -> bool:
     return ok
 
 
+def skew(rig: Rig) -> None:
+    """Exactly-once across replicas when one looks dead: two ingestion replicas on one
+    database and bucket, group window 3 s. (a) Clock skew: the second runs under
+    libfaketime 8 s ahead; each body goes with its Idempotency-Key to the first, then
+    0.7 s later to the second, and both retry until answered. (b) A stalled owner: the
+    first is SIGSTOPped (a frozen VM or pause) holding a claim past the 5 s heartbeat
+    limit, the second takes the key over and writes, then the first resumes and must
+    be fenced, not write again. Every record must be stored exactly once, and both
+    replicas must answer with the same object."""
+    checks: list[str] = []
+    faketime = shutil.which("faketime")
+    if not faketime:
+        rig.record("8. clock skew and stalls (Idempotency-Key across replicas)", None, False,
+                   ["FAILED: faketime is not installed (scripts/resilience installs it)"])
+        return
+    window = {"APP_INGEST__GROUP_WINDOW_MS": "3000"}
+    rig.counter += 2
+    a = Replica(rig, "data-ingestion", rig.counter - 1, window)
+    b = Replica(rig, "data-ingestion", rig.counter, window, (faketime, "-m", "-f", "+8s"))
+    try:
+        for r in (a, b):
+            r.wait_ready()
+        _skew_rounds(rig, a, b, checks)
+    finally:
+        for r in (a, b):
+            r.signal(signal.SIGCONT)
+            r.signal(signal.SIGKILL)
+
+
+def _skew_rounds(rig: Rig, a: Replica, b: Replica, checks: list[str]) -> None:
+    procedure = str(uuid.uuid4())
+    stats = Stats(procedures={procedure})
+    answers: dict[str, dict[str, str]] = {}  # key -> replica name -> s3_key
+    lock = threading.Lock()
+    robot = str(uuid.uuid4())
+
+    def body_of(key: str) -> bytes:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return json.dumps([{"procedure_id": procedure, "robot_id": robot, "timestamp": now,
+                            "rid": f"{key}-{k}"} for k in range(3)]).encode()
+
+    def send(rep: Replica, key: str, body: bytes, delay: float = 0.0) -> None:
+        time.sleep(delay)
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline:
+            r = request(rep.port, "POST", "/ingest/telemetry", body, {"Idempotency-Key": key}, timeout=15)
+            with lock:
+                stats.requests += 1
+                stats.statuses[r.status] = stats.statuses.get(r.status, 0) + 1
+                if r.status == 503 and "retry-after" not in r.headers:
+                    stats.bad.append(f"{rep.name}: 503 without Retry-After")
+            if r.status == 201:
+                with lock:
+                    answers.setdefault(key, {})[rep.name] = (r.json() or {}).get("s3_key")
+                    for k in range(3):
+                        stats.acked[f"{key}-{k}"] = answers[key][rep.name]
+                return
+            if r.status not in (409, 503, 0):
+                with lock:
+                    stats.bad.append(f"{rep.name} {key}: {r.status} {r.body[:200]!r}")
+                    stats.final_failures += 1
+                return
+            time.sleep(min(float(r.headers.get("retry-after", "0.5") or 0.5), 2.0))
+        with lock:
+            stats.final_failures += 1
+
+    rounds = 4 if rig.quick else 12
+    keys = [f"skew-{uuid.uuid4().hex[:8]}-{n}" for n in range(rounds)]
+    threads = []
+    for n, key in enumerate(keys):
+        body = body_of(key)
+        threads += [threading.Thread(target=send, args=(a, key, body, n * 0.1)),
+                    threading.Thread(target=send, args=(b, key, body, n * 0.1 + 0.7))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    skew_keys = len(answers)
+
+    # (b) the stalled owner: A claims, freezes past the heartbeat limit, B takes over.
+    stalled = f"stall-{uuid.uuid4().hex[:8]}"
+    body = body_of(stalled)
+    first = threading.Thread(target=send, args=(a, stalled, body))
+    first.start()
+    time.sleep(0.5)  # A has claimed the key and holds the records in its 3 s window
+    a.signal(signal.SIGSTOP)
+    time.sleep(6.5)  # past the 5 s heartbeat limit: B may take the key over
+    second = threading.Thread(target=send, args=(b, stalled, body))
+    second.start()
+    time.sleep(1.0)
+    a.signal(signal.SIGCONT)
+    first.join()
+    second.join()
+    keys.append(stalled)
+
+    lost, dup = rig.verify(stats)
+    differing = [k for k in keys if len(set(answers.get(k, {}).values())) > 1]
+    unanswered = [k for k in keys if len(answers.get(k, {})) < 2]
+    fenced = metric_value(a.port, "ingest_idempotency_fenced_total")
+    ok = check(checks, dup == 0, f"{dup} records stored twice (must be 0)")
+    ok &= check(checks, lost == 0, f"{lost} acknowledged records lost")
+    ok &= check(checks, not differing, f"{len(differing)} keys answered with two different objects")
+    ok &= check(checks, not unanswered and stats.final_failures == 0,
+                f"{len(unanswered)} keys not acknowledged by both replicas after retries")
+    ok &= check(checks, not stats.bad, f"{len(stats.bad)} unexpected answers")
+    checks.append(f"info: {skew_keys} keys sent to both replicas with one clock 8 s ahead; the stalled owner "
+                  f"was fenced {fenced:.0f} time(s) (ingest_idempotency_fenced_total)")
+    rig.record("8. clock skew (+8 s) and a stalled owner, same Idempotency-Key on 2 replicas", stats, ok, checks,
+               lost=lost, failures=f"{dup} stored twice, {stats.final_failures} final",
+               extra={"duplicated": dup, "fenced": fenced})
+
+
+def metric_value(port: int, sample: str) -> float:
+    """One sample of a replica's /metrics (0 when absent)."""
+    text = request(port, "GET", "/metrics", timeout=5).body.decode(errors="replace")
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == sample:
+            return float(value)
+    return 0.0
+
+
 # ---------------------------------------------------------------- main
 
 
 SCENARIOS = {"rolling": rolling_restart, "crash": crash, "db": db_outage, "store": store_outage,
              "overload": overload, "hostile": hostile}
+SCENARIOS["skew"] = skew
 
 
 def table(results: list[dict]) -> str:

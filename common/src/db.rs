@@ -54,6 +54,7 @@ fn pg_migrations() -> Vec<Migration> {
     embedded_migrations!("postgres":
         (20261128000001, "create_schema"),
         (20261128000002, "create_ingest_idempotency"),
+        (20261206000001, "fence_ingest_idempotency"),
     )
 }
 
@@ -61,6 +62,7 @@ fn sqlite_migrations() -> Vec<Migration> {
     embedded_migrations!("sqlite":
         (20261128000001, "create_schema"),
         (20261128000002, "create_ingest_idempotency"),
+        (20261206000001, "fence_ingest_idempotency"),
     )
 }
 

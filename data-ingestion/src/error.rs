@@ -39,6 +39,11 @@ pub enum IngestError {
     /// 503 with `Retry-After`: too much data is waiting to be written.
     #[error("overloaded")]
     Overloaded,
+    /// 503 with `Retry-After`: this request's `Idempotency-Key` claim was taken over
+    /// by another request (this replica looked dead to a peer); nothing was written
+    /// for it. The retry gets the other request's answer.
+    #[error("idempotency claim taken over")]
+    Fenced,
     /// 503 with `Retry-After`: the object store did not confirm the write.
     #[error("object store unavailable")]
     Store(#[source] StorageError),
@@ -75,6 +80,7 @@ impl IngestError {
             IngestError::Store(_) => ("unavailable", "store_unavailable"),
             IngestError::DbUnavailable(_) => ("unavailable", "db_unavailable"),
             IngestError::Conflict(_) => ("unavailable", "in_progress"),
+            IngestError::Fenced => ("unavailable", "fenced"),
             IngestError::Internal(_) => ("unavailable", "internal"),
         }
     }
@@ -110,6 +116,10 @@ impl IntoResponse for IngestError {
             IngestError::Overloaded => {
                 unavailable_response("Too much data waiting to be written, retry later", 1)
             }
+            IngestError::Fenced => unavailable_response(
+                "Another request took over this Idempotency-Key; retry to get its answer",
+                1,
+            ),
             IngestError::Store(_) => {
                 unavailable_response("Object store temporarily unavailable, retry later", 2)
             }

@@ -40,19 +40,23 @@ pub struct GroupLimits {
 pub struct IdempotencyRef {
     /// `telemetry`, `batch` or `procedure`.
     pub scope: &'static str,
-    /// The client's key.
+    /// The key as stored (in the caller's namespace).
     pub key: String,
+    /// The fencing token of the claim this request holds.
+    pub token: String,
 }
 
 /// What the grouper tells the idempotency store around a PUT.
 pub trait FlushHooks: Send + Sync {
     /// Called before the PUT with the object key and the keys riding in the group.
+    /// Returns the keys whose claim moved to another owner (fenced): their records
+    /// are left out of the object and their requests answered [`GroupError::Fenced`].
     /// An error fails the group without writing.
     fn before_put<'a>(
         &'a self,
         object_key: &'a str,
         keys: &'a [IdempotencyRef],
-    ) -> BoxFuture<'a, Result<(), String>>;
+    ) -> BoxFuture<'a, Result<Vec<IdempotencyRef>, String>>;
     /// Called when the PUT failed, so the keys can be retried.
     fn after_failure<'a>(&'a self, keys: &'a [IdempotencyRef]) -> BoxFuture<'a, ()>;
 }
@@ -69,11 +73,17 @@ pub enum GroupError {
     /// The idempotency store could not be updated before the PUT.
     #[error("idempotency store: {0}")]
     Idempotency(String),
+    /// The request's `Idempotency-Key` claim moved to another owner: not written.
+    #[error("idempotency claim taken over")]
+    Fenced,
 }
 
 struct Member {
     done: oneshot::Sender<Result<String, GroupError>>,
     idempotency: Option<IdempotencyRef>,
+    /// Where its records sit in the group's body, and how many.
+    span: std::ops::Range<usize>,
+    records: usize,
 }
 
 struct Pending {
@@ -176,17 +186,18 @@ impl Grouper {
             if group.body.is_empty() {
                 group.body.push(b'[');
             }
-            if !records.is_empty() {
-                if group.body.len() > 1 {
-                    group.body.push(b',');
-                }
-                group.body.extend_from_slice(records);
+            if !records.is_empty() && group.body.len() > 1 {
+                group.body.push(b',');
             }
+            let start = group.body.len();
+            group.body.extend_from_slice(records);
             group.records += count;
             group.reserved += size;
             group.members.push(Member {
                 done: tx,
                 idempotency,
+                span: start..group.body.len(),
+                records: count,
             });
             let full = group.records >= inner.limits.max_records
                 || group.body.len() >= inner.limits.max_bytes
@@ -258,13 +269,24 @@ impl Grouper {
             .filter_map(|m| m.idempotency.clone())
             .collect();
         let mut result = Ok(());
+        let mut fenced = Vec::new();
         if let (Some(hooks), false) = (&inner.hooks, keys.is_empty()) {
-            result = hooks
-                .before_put(&key, &keys)
-                .await
-                .map_err(GroupError::Idempotency);
+            match hooks.before_put(&key, &keys).await {
+                Ok(moved_on) => fenced = moved_on,
+                Err(err) => result = Err(GroupError::Idempotency(err)),
+            }
         }
-        if result.is_ok() {
+        let (members, fenced_members): (Vec<Member>, Vec<Member>) =
+            std::mem::take(&mut group.members)
+                .into_iter()
+                .partition(|m| m.idempotency.as_ref().is_none_or(|k| !fenced.contains(k)));
+        if !fenced_members.is_empty() {
+            group.body = without_fenced(&group.body, &members);
+            group.records = members.iter().map(|m| m.records).sum();
+        }
+        group.members = members;
+        let keys: Vec<IdempotencyRef> = keys.into_iter().filter(|k| !fenced.contains(k)).collect();
+        if result.is_ok() && !group.members.is_empty() {
             let started = Instant::now();
             let put = inner.store.put(&key, Bytes::from(group.body)).await;
             inner
@@ -279,6 +301,7 @@ impl Grouper {
             - group.reserved;
         inner.metrics.pending_bytes.set(released as i64);
         match &result {
+            Ok(()) if group.members.is_empty() => {} // every member fenced: nothing written
             Ok(()) => {
                 inner.metrics.objects_written.inc();
                 inner.metrics.object_records.observe(group.records as f64);
@@ -294,7 +317,9 @@ impl Grouper {
                 );
             }
             Err(err) => {
-                inner.metrics.put_failures.inc();
+                if matches!(err, GroupError::Store(_)) {
+                    inner.metrics.put_failures.inc();
+                }
                 tracing::warn!(key, records = group.records, requests = group.members.len(), error = %err, "object write failed; requests answered 503");
                 if let (Some(hooks), false) = (&inner.hooks, keys.is_empty()) {
                     hooks.after_failure(&keys).await;
@@ -303,6 +328,9 @@ impl Grouper {
         }
         for member in group.members {
             let _ = member.done.send(result.clone().map(|()| key.clone()));
+        }
+        for member in fenced_members {
+            let _ = member.done.send(Err(GroupError::Fenced));
         }
     }
 
@@ -333,6 +361,21 @@ impl Grouper {
     pub fn pending_bytes(&self) -> usize {
         self.inner.pending_bytes.load(Ordering::SeqCst)
     }
+}
+
+/// The group's body (`[` records `,` records ... `]`) rebuilt from the members'
+/// spans, leaving out the records of fenced members.
+fn without_fenced(body: &[u8], kept: &[Member]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len());
+    out.push(b'[');
+    for m in kept.iter().filter(|m| !m.span.is_empty()) {
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&body[m.span.clone()]);
+    }
+    out.push(b']');
+    out
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! Ingestion metrics: records and requests accepted, rejected (the client must change
 //! something) or refused while unavailable (a retry can succeed), by reason; requests per object
 //! and records per object, objects written, PUT latency and failures, pending bytes,
-//! idempotent replays and overload rejections.
+//! idempotent replays and overload rejections, and the idempotency row's database
+//! failures (by statement) and fenced writes.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -18,9 +19,16 @@ pub struct RecordLabels {
     pub outcome: &'static str,
     /// `stored`; `invalid`, `conflict`, `too_large`, `unsupported_media_type`,
     /// `unauthorized`, `forbidden`, `rate_limited`;
-    /// `overloaded`, `store_unavailable`, `db_unavailable`, `in_progress`, `internal`
+    /// `overloaded`, `store_unavailable`, `db_unavailable`, `in_progress`, `fenced`, `internal`
     /// (see [`crate::error::IngestError::outcome`]).
     pub reason: &'static str,
+}
+
+/// Labels of `ingest_idempotency_db_failures_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    /// `claim`, `before_put`, `complete`, `heartbeat` or `release`.
+    pub op: &'static str,
 }
 
 /// Labels of `ingest_requests_total`.
@@ -45,8 +53,12 @@ pub struct IngestMetrics {
     pub objects_written: Counter,
     /// PUT latency.
     pub put_duration: Histogram,
-    /// PUTs that failed.
+    /// Object-store PUTs that failed (database failures around them are not counted
+    /// here but in `idempotency_db_failures`).
     pub put_failures: Counter,
+    idempotency_db_failures: Family<OpLabels, Counter>,
+    /// Writes refused because their `Idempotency-Key` claim moved to another owner.
+    pub idempotency_fenced: Counter,
     /// Bytes of records waiting to be written.
     pub pending_bytes: Gauge,
     /// Answers replayed for a repeated `Idempotency-Key`.
@@ -66,6 +78,8 @@ impl IngestMetrics {
             objects_written: Counter::default(),
             put_duration: common::metrics::latency_histogram(),
             put_failures: Counter::default(),
+            idempotency_db_failures: Family::default(),
+            idempotency_fenced: Counter::default(),
             pending_bytes: Gauge::default(),
             idempotent_replays: Counter::default(),
             overload_rejections: Counter::default(),
@@ -103,8 +117,18 @@ impl IngestMetrics {
         );
         registry.register(
             "ingest_put_failures",
-            "Object store PUTs that failed",
+            "Object store PUTs that failed (object store errors only)",
             m.put_failures.clone(),
+        );
+        registry.register(
+            "ingest_idempotency_db_failures",
+            "Database failures of the Idempotency-Key row, by statement",
+            m.idempotency_db_failures.clone(),
+        );
+        registry.register(
+            "ingest_idempotency_fenced",
+            "Writes refused because their Idempotency-Key claim moved to another owner",
+            m.idempotency_fenced.clone(),
         );
         registry.register(
             "ingest_pending_bytes",
@@ -122,6 +146,13 @@ impl IngestMetrics {
             m.overload_rejections.clone(),
         );
         m
+    }
+
+    /// Counts a failed database statement of the idempotency row.
+    pub fn idempotency_db_failure(&self, op: &'static str) {
+        self.idempotency_db_failures
+            .get_or_create(&OpLabels { op })
+            .inc();
     }
 
     /// Counts `n` records with an outcome.

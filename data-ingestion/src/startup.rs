@@ -99,6 +99,7 @@ impl Application {
             Arc::clone(&store),
             rules,
             routes::answer_from_key,
+            ingest_metrics.clone(),
         );
         let hooks: Arc<dyn FlushHooks> = Arc::new(idempotency.clone());
         let grouper = Grouper::new(

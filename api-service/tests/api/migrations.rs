@@ -71,7 +71,8 @@ async fn migrations_adopt_the_legacy_database_without_changing_it() {
             "SELECT COUNT(*) AS n FROM _sqlx_migrations WHERE success"
         )
         .await,
-        2
+        3,
+        "schema, ingestion tables, idempotency fencing columns"
     );
 
     // The app reads the old rows back, and production's extra view column survives.

@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{batch_answer, counted, ingest_grouped};
+use super::{Caller, batch_answer, counted, ingest_grouped};
 use crate::AppState;
 use crate::content_type::JsonBody;
 use crate::error::{IngestError, Result};
@@ -92,12 +92,13 @@ fn validate_batch(kind: &str, records: &Records<'_>) -> Result<()> {
         (status = 409, description = "A request with this Idempotency-Key is in progress", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Unsupported Content-Type (accepted: application/json, application/*+json) or Content-Encoding", body = ErrorBody),
-        (status = 422, description = "Idempotency-Key reused for a different body", body = ErrorBody),
-        (status = 503, description = "Store or database unavailable, or overloaded; see Retry-After", body = ErrorBody),
+        (status = 422, description = "Idempotency-Key reused by the same caller for a different body", body = ErrorBody),
+        (status = 503, description = "Store or database unavailable, overloaded, or the Idempotency-Key was taken over by another request; see Retry-After", body = ErrorBody),
     )
 )]
 pub async fn ingest_batch(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     body: std::result::Result<JsonBody, IngestError>,
 ) -> Result<Response> {
@@ -116,6 +117,7 @@ pub async fn ingest_batch(
     ingest_grouped(
         &state,
         "batch",
+        &caller,
         &prefix,
         &records,
         &headers,

@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::AppState;
 use crate::error::{IngestError, Result};
 use crate::grouper::{GroupError, IdempotencyRef};
-use crate::idempotency::{Claim, RequestShape, parse_key, request_hash};
+use crate::idempotency::{Claim, RequestShape, caller_key, parse_key, request_hash};
 use crate::metrics::IngestMetrics;
 use crate::telemetry::Records;
 use common::storage::StorageError;
@@ -90,11 +90,34 @@ pub fn answer_from_key(scope: &str, s3_key: &str, shape: RequestShape) -> Option
     }
 }
 
-/// Runs `work` once per `Idempotency-Key`: the first request does it, retries replay
-/// its answer; without the header it simply runs.
+/// The API key that authenticated the request (none with authentication off): its
+/// `Idempotency-Key` values live in their own namespace.
+#[derive(Debug, Clone, Default)]
+pub struct Caller(pub Option<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> std::result::Result<Self, Self::Rejection> {
+        Ok(Caller(
+            parts
+                .extensions
+                .get::<common::auth::KeyName>()
+                .map(|k| k.0.clone()),
+        ))
+    }
+}
+
+/// Runs `work` once per `Idempotency-Key` of the caller: the first request does it,
+/// retries replay its answer; without the header it simply runs. A request whose
+/// claim was taken over meanwhile is answered 503 (fenced), never 201.
 pub async fn idempotent<F, Fut>(
     state: &AppState,
     scope: &'static str,
+    caller: &Caller,
     headers: &HeaderMap,
     body: &[u8],
     shape: RequestShape,
@@ -107,35 +130,45 @@ where
     let Some(value) = headers.get("idempotency-key") else {
         return work(None).await.map(|b| json(StatusCode::CREATED, b));
     };
-    let key = parse_key(value)?;
+    let key = caller_key(caller.0.as_deref(), &parse_key(value)?);
     let claim = state
         .idempotency
         .claim(scope, &key, &request_hash(scope, body), shape)
         .await?;
-    if let Claim::Replay { status, body } = claim {
-        state.metrics.idempotent_replays.inc();
-        let mut res = json(
-            StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED),
-            body,
-        );
-        res.headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
-        return Ok(res);
-    }
+    let token = match claim {
+        Claim::Proceed { token } => token,
+        Claim::Replay { status, body } => {
+            state.metrics.idempotent_replays.inc();
+            let mut res = json(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED),
+                body,
+            );
+            res.headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            return Ok(res);
+        }
+    };
     let riding = IdempotencyRef {
         scope,
         key: key.clone(),
+        token: token.clone(),
     };
     match work(Some(riding)).await {
-        Ok(answer) => {
-            if let Err(err) = state.idempotency.complete(scope, &key, 201, &answer).await {
+        Ok(answer) => match state
+            .idempotency
+            .complete(scope, &key, &token, 201, &answer)
+            .await
+        {
+            Ok(true) => Ok(json(StatusCode::CREATED, answer)),
+            Ok(false) => Err(IngestError::Fenced),
+            Err(err) => {
                 // The data is stored; a retry finds the object and replays from it.
                 tracing::warn!(error = %err, "could not record an idempotent answer");
+                Ok(json(StatusCode::CREATED, answer))
             }
-            Ok(json(StatusCode::CREATED, answer))
-        }
+        },
         Err(err) => {
-            state.idempotency.release_later(scope, key);
+            state.idempotency.release_later(scope, key, token);
             Err(err)
         }
     }
@@ -147,6 +180,7 @@ where
 pub async fn ingest_grouped(
     state: &AppState,
     scope: &'static str,
+    caller: &Caller,
     prefix: &str,
     records: &Records<'_>,
     headers: &HeaderMap,
@@ -158,7 +192,7 @@ pub async fn ingest_grouped(
         is_array: records.is_array,
     };
     let joined = records.joined();
-    let result = idempotent(state, scope, headers, body, shape, |riding| async {
+    let result = idempotent(state, scope, caller, headers, body, shape, |riding| async {
         let key = state
             .grouper
             .submit(prefix, &joined, shape.records, riding)
@@ -236,6 +270,7 @@ pub fn counted(
 pub(crate) fn group_error(err: GroupError) -> IngestError {
     match err {
         GroupError::Overloaded => IngestError::Overloaded,
+        GroupError::Fenced => IngestError::Fenced,
         GroupError::Store(msg) => IngestError::Store(StorageError::Unavailable(msg)),
         GroupError::Idempotency(msg) => IngestError::Store(StorageError::Unavailable(format!(
             "idempotency store: {msg}"

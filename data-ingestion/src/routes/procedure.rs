@@ -6,7 +6,7 @@ use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{counted, idempotent};
+use super::{Caller, counted, idempotent};
 use crate::AppState;
 use crate::content_type::JsonBody;
 use crate::error::{IngestError, Result};
@@ -31,12 +31,13 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         (status = 400, description = "A field is missing or invalid (named)", body = ErrorBody),
         (status = 409, description = "The procedure is stored with a different value in a field other than status, end_time or duration_minutes (named; nothing changed), or a request with this Idempotency-Key is in progress (with Retry-After)", body = ErrorBody),
         (status = 415, description = "Unsupported Content-Type (accepted: application/json, application/*+json) or Content-Encoding", body = ErrorBody),
-        (status = 422, description = "Unknown robot_id, or Idempotency-Key reused for a different body", body = ErrorBody),
-        (status = 503, description = "Database unavailable; see Retry-After", body = ErrorBody),
+        (status = 422, description = "Unknown robot_id, or Idempotency-Key reused by the same caller for a different body", body = ErrorBody),
+        (status = 503, description = "Database unavailable, or the Idempotency-Key was taken over by another request; see Retry-After", body = ErrorBody),
     )
 )]
 pub async fn ingest_procedure(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     body: std::result::Result<JsonBody, IngestError>,
 ) -> Result<Response> {
@@ -44,7 +45,7 @@ pub async fn ingest_procedure(
         let body = body?.0;
         let procedure = NewProcedure::parse(&body.bytes)?;
         let shape = RequestShape { records: 1, is_array: false };
-        idempotent(&state, "procedure", &headers, &body.bytes, shape, |_| async {
+        idempotent(&state, "procedure", &caller, &headers, &body.bytes, shape, |_| async {
             procedure.upsert(&state.db).await?;
             Ok(format!(
                 "{{\"message\":\"Procedure data ingested\",\"procedure_id\":\"{}\",\"status\":\"success\"}}\n",

@@ -6,7 +6,7 @@ use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{counted, ingest_grouped, telemetry_answer};
+use super::{Caller, counted, ingest_grouped, telemetry_answer};
 use crate::AppState;
 use crate::content_type::JsonOrNdjsonBody;
 use crate::error::{IngestError, Result};
@@ -32,12 +32,13 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         (status = 409, description = "A request with this Idempotency-Key is in progress", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Unsupported Content-Type (accepted: application/json, application/*+json, application/x-ndjson) or Content-Encoding", body = ErrorBody),
-        (status = 422, description = "Idempotency-Key reused for a different body", body = ErrorBody),
-        (status = 503, description = "Store or database unavailable, or overloaded; see Retry-After", body = ErrorBody),
+        (status = 422, description = "Idempotency-Key reused by the same caller for a different body", body = ErrorBody),
+        (status = 503, description = "Store or database unavailable, overloaded, or the Idempotency-Key was taken over by another request; see Retry-After", body = ErrorBody),
     )
 )]
 pub async fn ingest_telemetry(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     body: std::result::Result<JsonOrNdjsonBody, IngestError>,
 ) -> Result<Response> {
@@ -57,6 +58,7 @@ pub async fn ingest_telemetry(
     ingest_grouped(
         &state,
         "telemetry",
+        &caller,
         &prefix,
         &records,
         &headers,

@@ -46,6 +46,8 @@ pub struct TestApp {
     pub s3: Option<S3Store>,
     pub client: reqwest::Client,
     pub store_proxy: Option<Proxy>,
+    /// The settings it was built from (see [`TestApp::sibling`]).
+    pub env: HashMap<String, String>,
     shutdown: Option<oneshot::Sender<()>>,
     pub server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -202,6 +204,33 @@ fn settings(env: HashMap<String, String>) -> Settings {
     Settings::from_env(Service::Ingestion, &env).expect("test settings")
 }
 
+/// The app with authentication on and these `(name, scope, key)` entries; keep the
+/// returned directory (the keys file) while the app runs.
+pub async fn spawn_with_keys(
+    backend: Backend,
+    keys: &[(&str, &str, &str)],
+) -> (TestApp, tempfile::TempDir) {
+    let entries: Vec<String> = keys
+        .iter()
+        .map(|(name, scope, key)| {
+            format!(
+                r#"{{"name":"{name}","scopes":["{scope}"],"sha256":"{}"}}"#,
+                common::auth::hash_key(key)
+            )
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("keys.json");
+    std::fs::write(&file, format!("[{}]", entries.join(","))).expect("keys");
+    let file = file.to_str().expect("utf-8");
+    let env = [("APP_AUTH__ENABLED", "true"), ("APP_AUTH__KEYS_FILE", file)];
+    let options = Options {
+        env: &env,
+        ..Default::default()
+    };
+    (spawn_with(backend, options).await, dir)
+}
+
 pub async fn spawn(backend: Backend) -> TestApp {
     spawn_with(backend, Options::default()).await
 }
@@ -276,7 +305,29 @@ pub async fn spawn_with(backend: Backend, options: Options<'_>) -> TestApp {
     for (k, v) in options.env {
         env.insert((*k).to_owned(), (*v).to_owned());
     }
-    let settings = settings(env);
+    launch(env, store, s3, store_proxy, dir).await
+}
+
+impl TestApp {
+    /// A second replica on the same database and bucket, with `overrides`.
+    pub async fn sibling(&self, overrides: &[(&str, &str)]) -> TestApp {
+        let mut env = self.env.clone();
+        for (k, v) in overrides {
+            env.insert((*k).to_owned(), (*v).to_owned());
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        launch(env, Arc::clone(&self.store), self.s3.clone(), None, dir).await
+    }
+}
+
+async fn launch(
+    env: HashMap<String, String>,
+    store: Arc<dyn ObjectStore>,
+    s3: Option<S3Store>,
+    store_proxy: Option<Proxy>,
+    dir: tempfile::TempDir,
+) -> TestApp {
+    let settings = settings(env.clone());
     let db = Db::connect(&settings.database, "tests").await.expect("db");
     db.migrate().await.expect("migrate");
     let app = Application::build(settings).await.expect("app builds");
@@ -295,6 +346,7 @@ pub async fn spawn_with(backend: Backend, options: Options<'_>) -> TestApp {
             .build()
             .expect("client"),
         store_proxy,
+        env,
         shutdown: Some(tx),
         server: Some(server),
         _dir: dir,

@@ -64,12 +64,77 @@ async fn concurrent_requests_with_one_key_write_once(backend: Backend) {
     assert_eq!(records.len(), 1, "exactly one write: {statuses:?}");
 }
 
+/// Two facilities (API keys) reusing one `Idempotency-Key` each store their own
+/// records: neither a 422 nor a replay of the other's answer.
+async fn keys_belong_to_the_caller(backend: Backend) {
+    let (app, _keys) = crate::helpers::spawn_with_keys(
+        backend,
+        &[
+            ("robots-fac-001", "ingest", "mrk_fac_one"),
+            ("robots-fac-002", "ingest", "mrk_fac_two"),
+        ],
+    )
+    .await;
+    let send = |token: &'static str, body: Value| {
+        app.send(
+            app.post("/ingest/telemetry")
+                .bearer_auth(token)
+                .header("Idempotency-Key", "robot-7:seq-42")
+                .json(&body),
+        )
+    };
+    let one = send("mrk_fac_one", json!([record(1)])).await;
+    assert_eq!(one.status, 201, "{}", one.text);
+    let two = send("mrk_fac_two", json!([record(2)])).await;
+    assert_eq!(two.status, 201, "another caller's key space: {}", two.text);
+    let same_body = send("mrk_fac_two", json!([record(1)])).await;
+    assert_eq!(
+        same_body.status, 422,
+        "reused by the same caller: {}",
+        same_body.text
+    );
+    assert_eq!(two.header("idempotent-replayed"), None);
+    assert_ne!(one.json()["s3_key"], two.json()["s3_key"]);
+    let (mut records, _) = app.stored_records("telemetry/").await;
+    records.sort_by_key(|r| r["seq"].as_u64());
+    let seqs: Vec<_> = records.iter().map(|r| r["seq"].as_u64()).collect();
+    assert_eq!(seqs, [Some(1), Some(2)], "each caller's own records");
+    let replay = send("mrk_fac_one", json!([record(1)])).await;
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    assert_eq!(replay.json()["s3_key"], one.json()["s3_key"]);
+
+    // The same body under one key from both callers: each stored, neither replayed.
+    let mut objects = Vec::new();
+    for token in ["mrk_fac_one", "mrk_fac_two"] {
+        let reply = app
+            .send(
+                app.post("/ingest/telemetry")
+                    .bearer_auth(token)
+                    .header("Idempotency-Key", "same-body")
+                    .json(&json!([record(5)])),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        assert_eq!(reply.header("idempotent-replayed"), None, "{token}");
+        objects.push(reply.json()["s3_key"].clone());
+    }
+    assert_ne!(objects[0], objects[1]);
+    assert_eq!(app.stored_records("telemetry/").await.0.len(), 4);
+}
+
 on_both_backends!(
     a_retry_replays_the_first_answer_and_writes_nothing,
     concurrent_requests_with_one_key_write_once,
+    keys_belong_to_the_caller,
 );
 
-async fn claim_row(app: &TestApp, key: &str, state: &str, s3_key: Option<&str>, hash: &str) {
+pub(crate) async fn claim_row(
+    app: &TestApp,
+    key: &str,
+    state: &str,
+    s3_key: Option<&str>,
+    hash: &str,
+) {
     let now = Utc::now().naive_utc();
     app.db
         .execute(

@@ -9,6 +9,7 @@ mod helpers;
 mod bad_input;
 mod batch;
 mod bodies;
+mod fencing;
 mod idempotency;
 mod loss;
 mod outages;

@@ -102,25 +102,12 @@ async fn the_openapi_document_matches_the_live_routes() {
 }
 
 async fn ingestion_routes_need_an_ingest_key(backend: Backend) {
-    use common::auth::hash_key;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let keys = dir.path().join("keys.json");
-    std::fs::write(
-        &keys,
-        format!(
-            r#"[{{"name":"robots-fac-001","scopes":["ingest"],"sha256":"{}"}},{{"name":"dashboard","scopes":["read"],"sha256":"{}"}}]"#,
-            hash_key("mrk_robot_key"),
-            hash_key("mrk_read_key")
-        ),
-    )
-    .expect("keys");
-    let file = keys.to_str().expect("utf-8");
-    let app = crate::helpers::spawn_with(
+    let (app, _keys) = crate::helpers::spawn_with_keys(
         backend,
-        crate::helpers::Options {
-            env: &[("APP_AUTH__ENABLED", "true"), ("APP_AUTH__KEYS_FILE", file)],
-            ..Default::default()
-        },
+        &[
+            ("robots-fac-001", "ingest", "mrk_robot_key"),
+            ("dashboard", "read", "mrk_read_key"),
+        ],
     )
     .await;
     let body = json!([record(1)]);
