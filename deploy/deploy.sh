@@ -8,7 +8,9 @@
 #              AWS Load Balancer Controller[, External Secrets Operator]
 #   monitoring kube-prometheus-stack (Grafana admin password from a Secret), rules, dashboard
 #   workloads  database and API keys Secret checks, api-service and data-ingestion charts
-#              (migrations run as a pre-install/pre-upgrade hook), helm test
+#              (migrations run as a pre-install/pre-upgrade hook), helm test; refuses to drop
+#              the running HTTPS/WAF or change the image unasked (CERTIFICATE_ARN, WAF_ACL_ARN,
+#              IMAGE_TAG; ALLOW_TLS_REMOVAL=1, ALLOW_WAF_REMOVAL=1)
 #   verify     the design's "expected output": nodes, pods, services, ingress address, HPAs,
 #              and that the data routes refuse a request without an API key
 #
@@ -25,7 +27,7 @@ set -euo pipefail
 ALL_STEPS=(preflight images cluster addons monitoring workloads verify)
 
 usage() {
-  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 steps=()
@@ -89,6 +91,15 @@ do_cluster() {
     "EbsCsiAddonVersion=$EBS_CSI_ADDON_VERSION"
     "CloudWatchObservabilityAddonVersion=$CLOUDWATCH_OBSERVABILITY_ADDON_VERSION"
   )
+  # Node group bounds: unset keeps the stack's current value (2..6 on creation).
+  local bound
+  for bound in NODE_MIN_SIZE:NodeMinSize NODE_MAX_SIZE:NodeMaxSize; do
+    local var=${bound%%:*} value
+    value=${!var:-}
+    [ -n "$value" ] || continue
+    [[ "$value" =~ ^[1-9][0-9]*$ ]] || die "$var must be a whole number of nodes, got: $value"
+    params+=("${bound#*:}=$value")
+  done
   run aws cloudformation deploy --region "$AWS_REGION" --stack-name "$CLUSTER_STACK" \
     --template-file "$DEPLOY_DIR/cloudformation/eks-cluster.yaml" \
     --capabilities CAPABILITY_NAMED_IAM --no-fail-on-empty-changeset \
@@ -250,13 +261,82 @@ ensure_api_keys_secret() {
   fi
 }
 
+# chart_tag NAME: the image tag this deploy installs: IMAGE_TAG, else the chart's appVersion.
+chart_tag() {
+  printf '%s' "${IMAGE_TAG:-$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$REPO_ROOT/helm/$1/Chart.yaml")}"
+}
+
+# ---------------------------------------------------------------------------------------
+# Release guard (docs/operations.md, "Roll out and roll back"). deploy.sh re-renders each
+# release from the values files and this shell's environment, so a shell without
+# CERTIFICATE_ARN, WAF_ACL_ARN or IMAGE_TAG would silently drop HTTPS, drop the WAF or move
+# the image to the chart's default. The running release is the record of what is deployed
+# (its Ingress annotations and Deployment image); a deploy that would remove TLS or the WAF,
+# or change the image without IMAGE_TAG, is refused before anything is upgraded.
+# ALLOW_TLS_REMOVAL=1 / ALLOW_WAF_REMOVAL=1 remove them on purpose; IMAGE_TAG changes the image.
+
+# deployed_setting NAME image|certificate|waf: what release NAME runs now (empty: not installed).
+deployed_setting() {
+  local chart=$1 what=$2
+  case "$what" in
+    image)
+      query kubectl get deployment "$chart" --namespace "$APP_NAMESPACE" --ignore-not-found \
+        -o jsonpath='{.spec.template.spec.containers[0].image}'
+      ;;
+    certificate)
+      query kubectl get ingress "$chart" --namespace "$APP_NAMESPACE" --ignore-not-found \
+        -o jsonpath='{.metadata.annotations.alb\.ingress\.kubernetes\.io/certificate-arn}'
+      ;;
+    waf)
+      query kubectl get ingress "$chart" --namespace "$APP_NAMESPACE" --ignore-not-found \
+        -o jsonpath='{.metadata.annotations.alb\.ingress\.kubernetes\.io/wafv2-acl-arn}'
+      ;;
+    *) die "deployed_setting: unknown setting $what" ;;
+  esac
+}
+
+# guard_release NAME: refuse (naming the variable to set) a deploy of release NAME that would
+# remove its HTTPS certificate or WAF ACL, or change its image while IMAGE_TAG is unset.
+guard_release() {
+  local chart=$1 image deployed_tag cert waf tag problems=()
+  image=$(deployed_setting "$chart" image) || die "cannot read the running $chart release (kubectl get deployment $chart)"
+  if [ -z "$image" ]; then
+    info "$chart: not installed yet (first install)"
+    return 0
+  fi
+  cert=$(deployed_setting "$chart" certificate) || die "cannot read the Ingress of $chart"
+  waf=$(deployed_setting "$chart" waf) || die "cannot read the Ingress of $chart"
+  tag=$(chart_tag "$chart")
+  case "$image" in
+    *@*) deployed_tag=$image ;;
+    *) deployed_tag=${image##*:} ;;
+  esac
+  if [ -n "$cert" ] && [ -z "${CERTIFICATE_ARN:-}" ] && [ "${ALLOW_TLS_REMOVAL:-0}" != 1 ]; then
+    problems+=("$chart is served over HTTPS (certificate $cert) but CERTIFICATE_ARN is not set: this deploy would remove HTTPS and API keys would cross the network in clear text. Set CERTIFICATE_ARN=$cert to keep it, or ALLOW_TLS_REMOVAL=1 to remove it on purpose.")
+  fi
+  if [ -n "$waf" ] && [ -z "${WAF_ACL_ARN:-}" ] && [ "${ALLOW_WAF_REMOVAL:-0}" != 1 ]; then
+    problems+=("$chart is behind WAF web ACL $waf but WAF_ACL_ARN is not set: this deploy would detach it. Set WAF_ACL_ARN=$waf to keep it, or ALLOW_WAF_REMOVAL=1 to remove it on purpose.")
+  fi
+  if [ -z "${IMAGE_TAG:-}" ] && [ "$deployed_tag" != "$tag" ]; then
+    problems+=("$chart runs image $image but IMAGE_TAG is not set: this deploy would change it to the chart's default tag $tag. Set IMAGE_TAG=$deployed_tag to keep it, or IMAGE_TAG=$tag to change it on purpose.")
+  fi
+  if [ "${#problems[@]}" -gt 0 ]; then
+    local problem
+    for problem in "${problems[@]}"; do printf 'ERROR: %s\n' "$problem" >&2; done
+    die "refusing to deploy $chart: it would change what runs without being asked (docs/operations.md, \"Roll out and roll back\")"
+  fi
+  info "$chart: keeps ${cert:+HTTPS, }${waf:+WAF, }image $image -> tag $tag"
+}
+
+# ---------------------------------------------------------------------------------------
+
 # chart_release NAME ROLE_OUTPUT: install or upgrade one service chart, rolling back on failure.
 chart_release() {
   local chart=$1 role_output=$2 role registry vpc_cidr tag
   role=$(stack_output "$CLUSTER_STACK" "$role_output")
   vpc_cidr=$(stack_export "$NETWORK_STACK-VpcCidr")
   registry="$AWS_ACCOUNT_ID.dkr.ecr.$AWS_REGION.amazonaws.com"
-  tag=${IMAGE_TAG:-$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$REPO_ROOT/helm/$chart/Chart.yaml")}
+  tag=$(chart_tag "$chart")
   local args=(
     --namespace "$APP_NAMESPACE"
     --values "$REPO_ROOT/helm/$chart/values-$ENVIRONMENT.yaml"
@@ -285,6 +365,9 @@ do_workloads() {
   [ -f "$REPO_ROOT/helm/api-service/values-$ENVIRONMENT.yaml" ] || die "no values file for ENVIRONMENT=$ENVIRONMENT"
   ensure_database_secret
   ensure_api_keys_secret
+  # Both releases are checked before either is upgraded.
+  guard_release api-service
+  guard_release data-ingestion
   # api-service first: its pre-install/pre-upgrade hook migrates the schema both services use.
   chart_release api-service ApiServiceRoleArn
   chart_release data-ingestion DataIngestionRoleArn

@@ -154,7 +154,7 @@ def test_deployment_follows_the_design(chart, replicas):
     assert container["resources"]["requests"] == {"cpu": "250m", "memory": "512Mi"}
     assert container["ports"] == [{"name": "http", "containerPort": PORTS[chart], "protocol": "TCP"}]
     assert {c["topologyKey"] for c in pod["topologySpreadConstraints"]} == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
-    assert pod["terminationGracePeriodSeconds"] == 45
+    assert pod["terminationGracePeriodSeconds"] == 90
 
 
 @pytest.mark.parametrize("chart", CHARTS)
@@ -325,9 +325,10 @@ def test_api_keys_external_secret_feeds_the_volume(chart):
     assert es["spec"]["secretStoreRef"] == {"name": "aws-secretsmanager", "kind": "SecretStore"}
     (volume,) = [v for v in pod(objs)["volumes"] if v["name"] == "api-keys"]
     assert volume["secret"]["secretName"] == f"{chart}-api-keys"
-    # auth.existingSecret names the Secret the ExternalSecret writes.
-    objs = render(chart, {"auth": {"existingSecret": "keys", "externalSecret": {"enabled": True}}})
-    assert one(objs, "ExternalSecret", "keys")["spec"]["target"]["name"] == "keys"
+    # With auth.existingSecret both releases would render the same object: refused.
+    message = render_error(chart, {**REQUIRED, "auth": {"existingSecret": "keys", "externalSecret": {"enabled": True}}})
+    assert 'auth.existingSecret ("keys") and auth.externalSecret.enabled exclude each other' in message
+    assert "second install would fail on ownership" in message and "k8s/overlays/external-secrets" in message
     # Off by default, and never without authentication.
     assert not [o for o in by_kind(render(chart), "ExternalSecret")]
     off = deploycheck.deep_merge(values, {"auth": {"enabled": False}})
@@ -654,3 +655,58 @@ def test_certificate_verification_needs_the_rds_ca_bundle(chart):
     assert "database.sslRootCert" in message
     data = one(render(chart, {"database": {"sslMode": "verify-full", "sslRootCert": "/etc/rds-ca/global-bundle.pem"}}), "ConfigMap")["data"]
     assert data["APP_DATABASE__SSL_ROOT_CERT"] == "/etc/rds-ca/global-bundle.pem"
+
+
+def _drain_timing(objs: list[dict]) -> tuple[int, int, int, int]:
+    """(drain delay, ALB deregistration delay, ALB health-check detection, grace) of one render."""
+    data = one(objs, "ConfigMap")["data"]
+    ann = one(objs, "Ingress")["metadata"]["annotations"]
+    dereg = int(re.search(r"deregistration_delay\.timeout_seconds=(\d+)", ann["alb.ingress.kubernetes.io/target-group-attributes"]).group(1))
+    detect = int(ann["alb.ingress.kubernetes.io/unhealthy-threshold-count"]) * int(ann["alb.ingress.kubernetes.io/healthcheck-interval-seconds"])
+    grace = one(objs, "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    return int(data["APP_SERVER__DRAIN_DELAY_SECS"]), dereg, detect, grace
+
+
+def test_drain_outlasts_the_alb_everywhere(scenario_renders, overlay_renders):
+    # README and values.yaml: the pod keeps accepting while the ALB may still route to it (until
+    # its health checks fail) and while requests it sent may still run (deregistration delay).
+    renders = [(f"{chart}/{name}", objs) for chart, name, objs in scenario_renders if by_kind(objs, "Ingress")]
+    renders += [(f"{o}/{svc}", [x for x in objs if x["metadata"]["name"].startswith(svc)])
+                for o, objs in overlay_renders.items() if by_kind(objs, "Ingress") for svc in CHARTS]
+    assert len(renders) > 10
+    for where, objs in renders:
+        drain, dereg, detect, grace = _drain_timing(objs)
+        assert drain > dereg and drain > detect, (where, drain, dereg, detect)
+        # The final flush's bound fits in what is left: at least 15 s beyond drain + shutdown.
+        shutdown = int(one(objs, "ConfigMap")["data"]["APP_SERVER__SHUTDOWN_TIMEOUT_SECS"])
+        assert grace >= drain + shutdown + 15, (where, grace, drain, shutdown)
+
+
+def test_readme_and_guide_state_the_chart_drain_numbers():
+    values = load_yaml("helm/data-ingestion/values.yaml")
+    drain, shutdown = values["server"]["drainDelaySeconds"], values["server"]["shutdownTimeoutSeconds"]
+    dereg, grace = values["ingress"]["deregistrationDelaySeconds"], values["terminationGracePeriodSeconds"]
+    for doc in ("README.md", "docs/operations.md"):
+        text = " ".join((ROOT / doc).read_text().split())
+        for fragment in (f"`server.drainDelaySeconds` ({drain} s)", f"deregistration delay {dereg} s",
+                         f"`server.shutdownTimeoutSeconds` ({shutdown} s)", f"`terminationGracePeriodSeconds` ({grace})"):
+            assert fragment in text, (doc, fragment)
+
+
+def test_the_two_releases_never_render_the_same_object():
+    # helm refuses to install an object another release owns: every non-hook object of one
+    # chart must differ from the other's, in every environment and shared ci scenario.
+    shared = {}
+    for chart in CHARTS:
+        for name, values in deploycheck.scenarios(chart):
+            shared.setdefault(name, {})[chart] = values
+    pairs = [(name, v) for name, v in shared.items() if len(v) == 2]
+    assert {"values-prod", "values-dev", "ci-external-secret-values"} <= {n for n, _ in pairs}
+    for name, values in pairs:
+        owned = [{(o["kind"], o["metadata"]["name"]) for o in deploycheck.chart_objects(chart, values[chart]) if not is_hook(o)}
+                 for chart in CHARTS]
+        assert not owned[0] & owned[1], (name, owned[0] & owned[1])
+    # The production values with the charts' own key sync switched on: refused, not a clash.
+    for chart in CHARTS:
+        prod = deploycheck.deep_merge(shared["values-prod"][chart], {"auth": {"externalSecret": {"enabled": True}}})
+        assert "exclude each other" in render_error(chart, prod)

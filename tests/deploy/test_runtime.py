@@ -35,7 +35,7 @@ import pytest
 from conftest import ROOT, one, render
 
 UID = 65532
-GRACE = 45  # terminationGracePeriodSeconds of the charts
+GRACE = 90  # terminationGracePeriodSeconds of the charts
 
 
 def find_binary(name: str) -> Path | None:

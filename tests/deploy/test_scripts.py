@@ -245,7 +245,13 @@ def fake_cluster(tmp_path: Path, secrets: set[str]) -> tuple[str, Path]:
     (bin_dir / "helm").write_text('#!/bin/bash\necho "helm $*" >>"$CALLS"\n')
     (bin_dir / "kubectl").write_text(
         '#!/bin/bash\necho "kubectl $*" >>"$CALLS"\n'
-        'if [ "$1 $2" = "get secret" ]; then case " $SECRETS " in *" $3 "*) exit 0 ;; *) exit 1 ;; esac; fi\n')
+        'if [ "$1 $2" = "get secret" ]; then case " $SECRETS " in *" $3 "*) exit 0 ;; *) exit 1 ;; esac; fi\n'
+        # The running release, as deploy.sh's guard reads it (empty: not installed).
+        'case "$*" in\n'
+        '  "get deployment "*) printf "%s" "${DEPLOYED_IMAGE:-}" ;;\n'
+        '  "get ingress "*certificate-arn*) printf "%s" "${DEPLOYED_CERT:-}" ;;\n'
+        '  "get ingress "*wafv2-acl-arn*) printf "%s" "${DEPLOYED_WAF:-}" ;;\n'
+        'esac\n')
     for tool in ("aws", "helm", "kubectl"):
         (bin_dir / tool).chmod(0o755)
     return str(bin_dir), log
@@ -289,3 +295,85 @@ def test_workloads_create_the_api_keys_secret_once_from_the_file_then_keep_it(tm
     assert proc.returncode == 0, proc.stderr
     assert "API keys: Secret medrobotics-api-keys exists" in proc.stdout
     assert not [c for c in calls if "create secret" in c]
+
+
+# --- the release guard: a shell missing a setting must not silently change what runs ------------
+CERT = "arn:aws:acm:eu-west-1:111122223333:certificate/11111111-2222-3333-4444-555555555555"
+WAF = "arn:aws:wafv2:eu-west-1:111122223333:regional/webacl/medrobotics/a1b2c3d4-5678-90ab-cdef-111122223333"
+RUNNING = {"DEPLOYED_IMAGE": "111122223333.dkr.ecr.eu-west-1.amazonaws.com/medrobotics/api-service:1.4.2",
+           "DEPLOYED_CERT": CERT, "DEPLOYED_WAF": WAF}
+SECRETS = {"medrobotics-db", "medrobotics-api-keys"}
+
+
+def upgrades(calls: list[str]) -> list[str]:
+    return [c for c in calls if c.startswith("helm upgrade --install ") and "/helm/" in c]
+
+
+def test_redeploy_from_a_bare_shell_refuses_to_drop_https_waf_and_image(tmp_path):
+    proc, calls = run_workloads(tmp_path, SECRETS, RUNNING)
+    assert proc.returncode != 0
+    assert "CERTIFICATE_ARN is not set: this deploy would remove HTTPS" in proc.stderr
+    assert f"Set CERTIFICATE_ARN={CERT} to keep it, or ALLOW_TLS_REMOVAL=1" in proc.stderr
+    assert f"Set WAF_ACL_ARN={WAF} to keep it, or ALLOW_WAF_REMOVAL=1" in proc.stderr
+    assert "IMAGE_TAG is not set: this deploy would change it to the chart's default tag 0.1.0" in proc.stderr
+    assert "Set IMAGE_TAG=1.4.2 to keep it" in proc.stderr
+    assert "refusing to deploy api-service" in proc.stderr
+    assert not upgrades(calls), "nothing may be upgraded before the guard passes"
+
+
+@pytest.mark.parametrize("missing, message", [
+    ("CERTIFICATE_ARN", "would remove HTTPS"),
+    ("WAF_ACL_ARN", "would detach it"),
+    ("IMAGE_TAG", "IMAGE_TAG is not set"),
+])
+def test_each_missing_setting_alone_is_refused(tmp_path, missing, message):
+    env = {**RUNNING, "CERTIFICATE_ARN": CERT, "WAF_ACL_ARN": WAF, "IMAGE_TAG": "1.4.2"}
+    del env[missing]
+    proc, calls = run_workloads(tmp_path, SECRETS, env)
+    assert proc.returncode != 0 and message in proc.stderr
+    assert not upgrades(calls)
+
+
+def test_redeploy_with_the_same_settings_keeps_them(tmp_path):
+    env = {**RUNNING, "CERTIFICATE_ARN": CERT, "WAF_ACL_ARN": WAF, "IMAGE_TAG": "1.4.2"}
+    proc, calls = run_workloads(tmp_path, SECRETS, env)
+    assert proc.returncode == 0, proc.stderr
+    assert len(upgrades(calls)) == 2
+    for cmd in upgrades(calls):
+        assert "--set image.tag=1.4.2" in cmd
+        assert f"--set ingress.certificateArn={CERT}" in cmd and f"--set ingress.wafAclArn={WAF}" in cmd
+
+
+def test_asked_changes_pass_the_guard(tmp_path):
+    # A new image is asked for with IMAGE_TAG; HTTPS and the WAF go only when explicitly allowed.
+    env = {**RUNNING, "IMAGE_TAG": "1.4.3", "ALLOW_TLS_REMOVAL": "1", "ALLOW_WAF_REMOVAL": "1"}
+    proc, calls = run_workloads(tmp_path, SECRETS, env)
+    assert proc.returncode == 0, proc.stderr
+    for cmd in upgrades(calls):
+        assert "--set image.tag=1.4.3" in cmd
+        assert "ingress.certificateArn" not in cmd and "ingress.wafAclArn" not in cmd
+
+
+def test_image_pinned_by_digest_counts_as_a_change_without_image_tag(tmp_path):
+    env = {"DEPLOYED_IMAGE": "111122223333.dkr.ecr.eu-west-1.amazonaws.com/medrobotics/api-service@sha256:" + "ab" * 32}
+    proc, calls = run_workloads(tmp_path, SECRETS, env)
+    assert proc.returncode != 0 and "IMAGE_TAG is not set" in proc.stderr
+    assert not upgrades(calls)
+
+
+def test_first_install_needs_no_recorded_settings(tmp_path):
+    proc, calls = run_workloads(tmp_path, SECRETS, {})
+    assert proc.returncode == 0, proc.stderr
+    assert "api-service: not installed yet (first install)" in proc.stdout
+    assert len(upgrades(calls)) == 2
+
+
+def test_node_group_bounds_are_settable_and_kept_when_unset():
+    proc = dry_run("deploy.sh", "cluster", env={"NODE_MAX_SIZE": "9", "NODE_MIN_SIZE": "3"})
+    assert proc.returncode == 0, proc.stderr
+    (stack,) = [c for c in commands(proc.stdout) if c.startswith("aws cloudformation deploy") and "eks-cluster" in c]
+    assert "NodeMaxSize=9" in stack and "NodeMinSize=3" in stack
+    (stack,) = [c for c in commands(dry_run("deploy.sh", "cluster").stdout) if "eks-cluster" in c]
+    assert "NodeMaxSize" not in stack and "NodeMinSize" not in stack
+    proc = dry_run("deploy.sh", "cluster", env={"NODE_MAX_SIZE": "six"})
+    assert proc.returncode != 0 and "NODE_MAX_SIZE must be a whole number of nodes" in proc.stderr
