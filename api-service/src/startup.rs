@@ -84,9 +84,16 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         tracing::info!(port = self.port(), backend = ?self.db.backend(), "api-service listening");
-        let result = self.server.serve(shutdown).await;
-        self.db.close().await;
+        let ends = self.server.serve(shutdown).await?;
+        // Inside the shutdown timeout: a request still holding a connection past it
+        // must not keep the process alive into the kubelet's SIGKILL.
+        if tokio::time::timeout_at(ends, self.db.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown timeout reached while closing the database pool");
+        }
         tracing::info!("api-service stopped");
-        result
+        Ok(())
     }
 }

@@ -26,8 +26,9 @@ pub struct Surface {
     pub openapi_path: &'static str,
 }
 
-/// The whole HTTP surface: `api` (routes with their state applied), the OpenAPI
-/// document, the probes and `/metrics`, wrapped in the shared layer stack.
+/// The whole HTTP surface: `api` (routes with their state applied) and the OpenAPI
+/// document behind the process-wide concurrency limit, the probes and `/metrics`
+/// outside it, all wrapped in the shared layer stack.
 pub fn assemble(
     api: Router,
     openapi: &utoipa::openapi::OpenApi,
@@ -37,21 +38,20 @@ pub fn assemble(
     server: &ServerSettings,
 ) -> Router {
     let doc: Arc<str> = Arc::from(openapi.to_pretty_json().unwrap_or_else(|_| "{}".into()));
-    let app = api
-        .route(
-            surface.openapi_path,
-            get(move || {
-                let doc = Arc::clone(&doc);
-                async move { ([(CONTENT_TYPE, "application/json")], doc.to_string()) }
-            }),
-        )
-        .merge(probe_router(
-            surface.service,
-            &[surface.health_alias],
-            readiness,
-            metrics.clone(),
-        ));
-    finish_router(app, server, metrics)
+    let api = api.route(
+        surface.openapi_path,
+        get(move || {
+            let doc = Arc::clone(&doc);
+            async move { ([(CONTENT_TYPE, "application/json")], doc.to_string()) }
+        }),
+    );
+    let probes = probe_router(
+        surface.service,
+        &[surface.health_alias],
+        readiness,
+        metrics.clone(),
+    );
+    finish_router(api, probes, server, metrics)
 }
 
 /// A bound listener with its router: bind first (port 0 in tests), then serve.
@@ -85,11 +85,12 @@ impl Server {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
     }
 
-    /// Serves until `shutdown` resolves, then drains (see [`crate::shutdown`]).
+    /// Serves until `shutdown` resolves, then drains (see [`crate::shutdown`]); returns
+    /// the instant the shutdown timeout ends, the bound for the work left after serving.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<tokio::time::Instant> {
         crate::shutdown::serve(
             self.listener,
             self.router,

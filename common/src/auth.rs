@@ -5,15 +5,24 @@
 //! Several keys can be valid at once, so a key is rotated by adding the new one,
 //! moving clients, then removing the old one, without a restart.
 //!
+//! Revocation fails closed: a reload applies every valid entry of the file and skips
+//! (logs, counts) the invalid ones, so a typo next to an emergency removal cannot keep
+//! the removed key alive; `[]` means no key is valid. Only a file that cannot be read
+//! or is not a JSON array keeps the last good set. A removed key answers 401 and is
+//! counted as `outcome="revoked"` under its former name.
+//!
 //! Missing or unknown key: 401 with `WWW-Authenticate`; a key without the route's
 //! scope: 403; over the key's rate: 429 with `Retry-After`. Probes and `/metrics` are
 //! never behind this layer. Each request's log line names the key (never the key
 //! itself), and `auth_requests_total{key,outcome}` counts them.
 
+mod keys;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -22,191 +31,15 @@ use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use rand::RngCore;
 use secrecy::ExposeSecret;
-use serde::Deserialize;
-use sha2::{Digest, Sha256};
+
+use keys::KeyState;
+pub use keys::{KeyEntry, KeySet, Scope, create_key_text, generate_key, hash_key};
 
 use crate::config::AuthSettings;
 use crate::http::error_response;
-
-/// What a key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    /// The api-service's read routes.
-    Read,
-    /// data-ingestion's routes.
-    Ingest,
-}
-
-impl std::str::FromStr for Scope {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "read" => Ok(Scope::Read),
-            "ingest" => Ok(Scope::Ingest),
-            other => Err(format!("unknown scope {other:?}: expected read or ingest")),
-        }
-    }
-}
-
-impl Scope {
-    /// The scope's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Read => "read",
-            Scope::Ingest => "ingest",
-        }
-    }
-}
-
-/// One stored key, as written in the keys file or variable.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KeyEntry {
-    /// Who holds the key (`dashboard`, `robots-fac-001`); appears in logs and metrics.
-    pub name: String,
-    /// What it may do.
-    pub scopes: Vec<Scope>,
-    /// Hex SHA-256 of the key.
-    pub sha256: String,
-    /// Requests per second for this key (default: the configured rate).
-    #[serde(default)]
-    pub rate_per_sec: Option<f64>,
-    /// Burst for this key (default: the configured burst).
-    #[serde(default)]
-    pub burst: Option<f64>,
-}
-
-struct StoredKey {
-    entry: KeyEntry,
-    hash: [u8; 32],
-}
-
-/// The valid keys.
-#[derive(Default)]
-pub struct KeySet {
-    keys: Vec<StoredKey>,
-}
-
-impl KeySet {
-    /// Parses a JSON array of [`KeyEntry`].
-    pub fn parse(json: &str) -> Result<Self, String> {
-        let entries: Vec<KeyEntry> = serde_json::from_str(json)
-            .map_err(|e| format!("expected a JSON array of {{name, scopes, sha256}}: {e}"))?;
-        let mut keys = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let hash = decode_hex32(&entry.sha256)
-                .ok_or_else(|| format!("key {:?}: sha256 must be 64 hex characters", entry.name))?;
-            if entry.name.is_empty()
-                || entry.name.len() > 64
-                || !entry.name.bytes().all(|b| b.is_ascii_graphic())
-            {
-                return Err(format!(
-                    "key {:?}: name must be 1 to 64 visible ASCII characters",
-                    entry.name
-                ));
-            }
-            if entry.scopes.is_empty() {
-                return Err(format!(
-                    "key {:?}: needs at least one scope (read, ingest)",
-                    entry.name
-                ));
-            }
-            keys.push(StoredKey { entry, hash });
-        }
-        Ok(Self { keys })
-    }
-
-    /// Number of keys.
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
-    /// The entry whose hash matches `presented`. Every stored hash is compared, in
-    /// constant time, so timing tells nothing about which keys exist.
-    fn find(&self, presented: &str) -> Option<&KeyEntry> {
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        let mut found = None;
-        for key in &self.keys {
-            if constant_time_eq(&digest, &key.hash) {
-                found = Some(&key.entry);
-            }
-        }
-        found
-    }
-}
-
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
-}
-
-fn decode_hex32(hex: &str) -> Option<[u8; 32]> {
-    let hex = hex.trim();
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
-/// Hex SHA-256 of a key: what is stored.
-pub fn hash_key(key: &str) -> String {
-    Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// A new random key (`mrk_` + 43 characters of base64url: 256 bits).
-pub fn generate_key() -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    let mut out = String::from("mrk_");
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for b in bytes {
-        acc = (acc << 8) | u32::from(b);
-        bits += 8;
-        while bits >= 6 {
-            bits -= 6;
-            out.push(ALPHABET[((acc >> bits) & 63) as usize] as char);
-        }
-    }
-    if bits > 0 {
-        out.push(ALPHABET[((acc << (6 - bits)) & 63) as usize] as char);
-    }
-    out
-}
-
-/// The text `create-key` prints: the key once, and the entry to store.
-pub fn create_key_text(name: &str, scopes: &[Scope]) -> Result<String, String> {
-    let key = generate_key();
-    let entry = serde_json::json!({
-        "name": name,
-        "scopes": scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
-        "sha256": hash_key(&key),
-    });
-    KeySet::parse(&format!("[{entry}]"))?;
-    Ok(format!(
-        "API key for {name:?} (shown once; give it to the client, store it nowhere else):\n\n  {key}\n\n\
-         Add this entry to the keys file (a JSON array; the Helm chart's auth Secret) and keep the old \
-         entries until their clients have moved:\n\n  {entry}\n"
-    ))
-}
 
 /// Labels of `auth_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -228,15 +61,60 @@ enum KeySource {
     Inline(String),
 }
 
+/// The key-file metrics.
+#[derive(Clone, Debug, Default)]
+struct KeyMetrics {
+    requests: Family<AuthLabels, Counter>,
+    loaded: Gauge,
+    reload_errors: Counter,
+    last_success: Gauge<f64, AtomicU64>,
+}
+
+impl KeyMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let me = Self::default();
+        registry.register(
+            "auth_requests",
+            "Authenticated requests by key and outcome",
+            me.requests.clone(),
+        );
+        registry.register(
+            "auth_keys_loaded",
+            "API keys in force (valid entries of the keys file)",
+            me.loaded.clone(),
+        );
+        registry.register(
+            "auth_keys_reload_errors",
+            "Keys-file problems: each invalid entry skipped, and each load of a file that \
+             could not be read or was not a JSON array (the last good keys stay)",
+            me.reload_errors.clone(),
+        );
+        registry.register(
+            "auth_keys_last_reload_success_timestamp_seconds",
+            "When the keys were last read and applied (Unix time)",
+            me.last_success.clone(),
+        );
+        me
+    }
+
+    fn applied(&self, keys: usize) {
+        self.loaded.set(keys as i64);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.last_success.set(now);
+    }
+}
+
 /// The authenticator shared by the request layer.
 pub struct Auth {
     enabled: bool,
     source: Option<KeySource>,
-    keys: RwLock<Arc<KeySet>>,
+    keys: RwLock<Arc<KeyState>>,
     buckets: Mutex<HashMap<String, Bucket>>,
     rate_per_sec: f64,
     burst: f64,
-    requests: Family<AuthLabels, Counter>,
+    metrics: KeyMetrics,
 }
 
 impl std::fmt::Debug for Auth {
@@ -249,8 +127,10 @@ impl std::fmt::Debug for Auth {
 
 impl Auth {
     /// Loads the keys. Authentication is on when keys are configured or it is
-    /// enabled explicitly (the Helm charts and manifests do both); on without keys
-    /// the service refuses to start; off, it says so at startup.
+    /// enabled explicitly (the Helm charts and manifests do both). On, it refuses to
+    /// start without a key source, with a file it cannot read or that is not a JSON
+    /// array, or with entries none of which is valid; `[]` starts deliberately
+    /// denying every request. Off, it says so at startup.
     pub fn from_settings(
         settings: &AuthSettings,
         registry: &mut Registry,
@@ -262,40 +142,52 @@ impl Auth {
             (None, Some(inline)) => Some(KeySource::Inline(inline.expose_secret().to_owned())),
             (None, None) => None,
         };
+        let metrics = KeyMetrics::register(registry);
         let keys = match &source {
-            Some(source) => load(source)?,
+            Some(source) => {
+                let (keys, errors) = load(source)?;
+                report_invalid(&metrics, &errors);
+                if enabled && keys.is_empty() && !errors.is_empty() {
+                    return Err(format!(
+                        "no valid API key among {} entries: {}",
+                        errors.len(),
+                        errors.join("; ")
+                    ));
+                }
+                keys
+            }
+            None if enabled => {
+                return Err(
+                    "authentication is on but no API keys are configured: set auth.keys_file \
+                     (APP_AUTH__KEYS_FILE) or auth.keys (APP_AUTH__KEYS), or auth.enabled=false \
+                     (APP_AUTH__ENABLED) to run without authentication"
+                        .into(),
+                );
+            }
             None => KeySet::default(),
         };
-        if enabled && keys.is_empty() {
-            return Err(
-                "authentication is on but no API keys are configured: set auth.keys_file \
-                 (APP_AUTH__KEYS_FILE) or auth.keys (APP_AUTH__KEYS), or auth.enabled=false \
-                 (APP_AUTH__ENABLED) to run without authentication"
-                    .into(),
-            );
-        }
-        let requests = Family::<AuthLabels, Counter>::default();
-        registry.register(
-            "auth_requests",
-            "Authenticated requests by key and outcome",
-            requests.clone(),
-        );
-        if enabled {
-            tracing::info!(keys = keys.len(), "API key authentication on");
-        } else {
+        metrics.applied(keys.len());
+        if !enabled {
             tracing::warn!(
                 "API key authentication is OFF (no keys configured, or auth.enabled=false): every \
                  client may call every route; production sets APP_AUTH__ENABLED=true and mounts the keys"
             );
+        } else if keys.is_empty() {
+            tracing::warn!(
+                "API key authentication on with an empty key list: every request to a protected \
+                 route answers 401 until keys are added"
+            );
+        } else {
+            tracing::info!(keys = keys.len(), "API key authentication on");
         }
         Ok(Arc::new(Self {
             enabled,
             source,
-            keys: RwLock::new(Arc::new(keys)),
+            keys: RwLock::new(Arc::new(KeyState::default().replaced_by(keys).0)),
             buckets: Mutex::new(HashMap::new()),
             rate_per_sec: settings.rate_limit_per_sec,
             burst: settings.rate_limit_burst,
-            requests,
+            metrics,
         }))
     }
 
@@ -304,23 +196,33 @@ impl Auth {
         self.enabled
     }
 
-    /// Re-reads the keys file; a broken file keeps the previous keys.
+    /// Re-reads the keys file and applies its valid entries (see the module docs);
+    /// a file that cannot be read or is not a JSON array keeps the previous keys.
     pub fn reload(&self) {
         let Some(source) = &self.source else { return };
-        match load(source) {
-            Ok(keys) if self.enabled && keys.is_empty() => {
-                tracing::error!("keys file is now empty; keeping the previous keys");
-            }
-            Ok(keys) => {
-                let mut current = self.keys.write().unwrap_or_else(|p| p.into_inner());
-                if current.len() != keys.len() {
-                    tracing::info!(keys = keys.len(), "API keys reloaded");
-                }
-                *current = Arc::new(keys);
+        let next = match load(source) {
+            Ok((next, errors)) => {
+                report_invalid(&self.metrics, &errors);
+                next
             }
             Err(err) => {
-                tracing::error!(error = %err, "keys file unreadable; keeping the previous keys")
+                self.metrics.reload_errors.inc();
+                tracing::error!(error = %err, "keys file unusable; keeping the previous keys");
+                return;
             }
+        };
+        let count = next.len();
+        let mut current = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        let (state, removed) = current.replaced_by(next);
+        let changed = count != current.valid.len() || !removed.is_empty();
+        *current = Arc::new(state);
+        drop(current);
+        self.metrics.applied(count);
+        for name in removed {
+            tracing::warn!(key = %name, "API key removed from the keys file: it now answers 401");
+        }
+        if changed {
+            tracing::info!(keys = count, "API keys reloaded");
         }
     }
 
@@ -353,7 +255,8 @@ impl Auth {
     }
 
     fn count(&self, key: &str, outcome: &'static str) {
-        self.requests
+        self.metrics
+            .requests
             .get_or_create(&AuthLabels {
                 key: key.to_owned(),
                 outcome,
@@ -386,14 +289,26 @@ impl Auth {
     }
 }
 
-fn load(source: &KeySource) -> Result<KeySet, String> {
+/// Reads the keys: the valid entries and one message per invalid entry; `Err` when
+/// the source cannot be read or is not a JSON array.
+fn load(source: &KeySource) -> Result<(KeySet, Vec<String>), String> {
     match source {
         KeySource::File(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read keys file {}: {e}", path.display()))?;
-            KeySet::parse(&text).map_err(|e| format!("keys file {}: {e}", path.display()))
+            KeySet::parse_entries(&text).map_err(|e| format!("keys file {}: {e}", path.display()))
         }
-        KeySource::Inline(json) => KeySet::parse(json).map_err(|e| format!("auth.keys: {e}")),
+        KeySource::Inline(json) => {
+            KeySet::parse_entries(json).map_err(|e| format!("auth.keys: {e}"))
+        }
+    }
+}
+
+/// Logs and counts the entries a load skipped.
+fn report_invalid(metrics: &KeyMetrics, errors: &[String]) {
+    for error in errors {
+        metrics.reload_errors.inc();
+        tracing::error!(error = %error, "invalid API key entry skipped");
     }
 }
 
@@ -457,8 +372,14 @@ pub async fn require_scope(
         return unauthorized("Missing API key: send Authorization: Bearer <key>", None);
     };
     let keys = Arc::clone(&auth.keys.read().unwrap_or_else(|p| p.into_inner()));
-    let Some(entry) = keys.find(presented) else {
-        auth.count("", "invalid");
+    let Some(entry) = keys.valid.find(presented) else {
+        match keys.revoked_name(presented) {
+            Some(name) => {
+                tracing::Span::current().record("auth.key", name);
+                auth.count(name, "revoked");
+            }
+            None => auth.count("", "invalid"),
+        }
         return unauthorized("Invalid API key", Some("invalid_token"));
     };
     tracing::Span::current().record("auth.key", entry.name.as_str());
@@ -489,88 +410,53 @@ pub async fn require_scope(
 
 #[cfg(test)]
 mod tests {
+    use super::keys::tests::keys_json;
     use super::*;
 
-    fn keys_json(entries: &[(&str, &str, &str)]) -> String {
-        let items: Vec<String> = entries
-            .iter()
-            .map(|(name, scope, key)| {
-                format!(
-                    r#"{{"name":"{name}","scopes":["{scope}"],"sha256":"{}"}}"#,
-                    hash_key(key)
-                )
-            })
-            .collect();
-        format!("[{}]", items.join(","))
-    }
-
-    #[test]
-    fn keys_are_found_by_hash_only() {
-        let set = KeySet::parse(&keys_json(&[
-            ("dash", "read", "k1"),
-            ("robots", "ingest", "k2"),
-        ]))
-        .expect("parses");
-        assert_eq!(set.find("k1").map(|e| e.name.as_str()), Some("dash"));
-        assert_eq!(set.find("k2").map(|e| e.name.as_str()), Some("robots"));
-        assert!(set.find("k3").is_none());
-        assert!(set.find("").is_none());
-    }
-
-    #[test]
-    fn bad_entries_are_refused_with_a_reason() {
-        for (json, reason) in [
-            ("{}", "JSON array"),
-            (
-                r#"[{"name":"a","scopes":["read"],"sha256":"abc"}]"#,
-                "64 hex",
-            ),
-            (r#"[{"name":"a","scopes":[],"sha256":"00"}]"#, "64 hex"),
-            (
-                r#"[{"name":"a","scopes":["write"],"sha256":"00"}]"#,
-                "JSON array",
-            ),
-            (
-                r#"[{"name":"","scopes":["read"],"sha256":"0000000000000000000000000000000000000000000000000000000000000000"}]"#,
-                "name",
-            ),
-            (
-                r#"[{"name":"a","scopes":[],"sha256":"0000000000000000000000000000000000000000000000000000000000000000"}]"#,
-                "scope",
-            ),
-        ] {
-            let err = KeySet::parse(json).err().unwrap_or_default();
-            assert!(err.contains(reason), "{json}: {err}");
-        }
-    }
-
-    #[test]
-    fn generated_keys_are_long_random_and_hash_to_64_hex() {
-        let a = generate_key();
-        let b = generate_key();
-        assert_ne!(a, b);
-        assert!(a.starts_with("mrk_") && a.len() == 4 + 43, "{a}");
-        assert_eq!(hash_key(&a).len(), 64);
-        let text = create_key_text("dashboard", &[Scope::Read]).expect("text");
-        assert!(text.contains("\"scopes\":[\"read\"]"), "{text}");
-    }
-
-    #[test]
-    fn the_bucket_refills_at_the_rate() {
+    fn auth_with(keys: &str) -> (Arc<Auth>, Registry) {
         let mut registry = Registry::default();
         let settings = AuthSettings {
             enabled: Some(true),
-            keys: Some(keys_json(&[("k", "read", "secret")]).into()),
+            keys: Some(keys.to_owned().into()),
             rate_limit_per_sec: 1.0,
             rate_limit_burst: 2.0,
             ..AuthSettings::default()
         };
         let auth = Auth::from_settings(&settings, &mut registry).expect("auth");
+        (auth, registry)
+    }
+
+    #[test]
+    fn the_bucket_refills_at_the_rate() {
+        let (auth, _registry) = auth_with(&keys_json(&[("k", "read", "secret")]));
         let keys = Arc::clone(&auth.keys.read().expect("lock"));
-        let entry = keys.find("secret").expect("key");
+        let entry = keys.valid.find("secret").expect("key");
         assert!(auth.take(entry).is_ok());
         assert!(auth.take(entry).is_ok());
         assert_eq!(auth.take(entry), Err(1));
+    }
+
+    #[test]
+    fn startup_refuses_a_key_list_with_no_valid_entry_but_allows_an_empty_one() {
+        let mut registry = Registry::default();
+        let broken = AuthSettings {
+            enabled: Some(true),
+            keys: Some(
+                r#"[{"name":"a","scopes":["read"],"sha256":"nothex"}]"#
+                    .to_owned()
+                    .into(),
+            ),
+            ..AuthSettings::default()
+        };
+        let err = Auth::from_settings(&broken, &mut registry).expect_err("refused");
+        assert!(
+            err.contains("no valid API key") && err.contains("64 hex"),
+            "{err}"
+        );
+
+        let (deny_all, _registry) = auth_with("[]");
+        assert!(deny_all.enabled());
+        assert!(deny_all.keys.read().expect("lock").valid.is_empty());
     }
 
     #[test]

@@ -8,14 +8,23 @@
 //! `RDS_DBNAME`, `RDS_USER`, `RDS_PASSWORD`, `S3_RAW_BUCKET`, `AWS_REGION`,
 //! `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`.
 //!
-//! Nothing here writes a file. Secrets are [`SecretString`], so `Debug` never shows them.
+//! Text settings stay text: a database name `007` or a digit-only password is used as
+//! written (numbers and booleans are converted only where a setting is one). An
+//! `APP_*` variable that names no setting stops startup like a bad value does (see
+//! [`Settings::from_env`]).
+//!
+//! Nothing here writes a file. Secrets are [`SecretString`], so `Debug` (what
+//! `print-config` prints: every setting) never shows them.
 
-use std::collections::HashMap;
+mod load;
+
+pub use load::SettingsError;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 
 /// Which service is loading its settings: decides the defaults that differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,8 +60,10 @@ impl Service {
     }
 }
 
-/// All settings of one process.
-#[derive(Debug, Clone, Deserialize)]
+/// All settings of one process. `Serialize` (secrets redacted) lists the setting
+/// names, so an unknown `APP_*` variable can be told apart from a setting.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     /// HTTP listener, timeouts and shutdown.
     pub server: ServerSettings,
@@ -74,13 +85,14 @@ pub struct Settings {
 }
 
 /// API-key authentication (see `common::auth`).
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
     /// On or off. Unset: on when keys are configured. On without keys refuses to
     /// start; off is announced at startup. The charts set it on.
     pub enabled: Option<bool>,
     /// Keys as a JSON array of `{name, scopes, sha256}` (secret).
+    #[serde(serialize_with = "redacted")]
     pub keys: Option<SecretString>,
     /// A file holding that JSON array (a mounted Secret); re-read while running.
     pub keys_file: Option<PathBuf>,
@@ -119,7 +131,7 @@ impl std::fmt::Debug for AuthSettings {
 }
 
 /// HTTP listener, timeouts and shutdown.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     /// Address to bind (`0.0.0.0` in a container).
@@ -189,7 +201,7 @@ impl ServerSettings {
     }
 }
 
-/// Settings that take one of a few words: deserialized from text so a wrong word
+/// Settings that take one of a few words: (de)serialized as text so a wrong word
 /// is reported with the accepted ones.
 macro_rules! word_setting {
     ($ty:ident { $($variant:ident => $word:literal),* $(,)? }) => {
@@ -203,6 +215,13 @@ macro_rules! word_setting {
                         other
                     ))),
                 }
+            }
+        }
+        impl Serialize for $ty {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(match self {
+                    $($ty::$variant => $word,)*
+                })
             }
         }
     };
@@ -230,10 +249,11 @@ pub enum SslMode {
 
 /// Database settings. With neither `url` nor `host` set the service uses the
 /// embedded SQLite file at `sqlite_path`.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseSettings {
     /// Full connection URL (`postgres://...` or `sqlite:...`); wins over the parts.
+    #[serde(serialize_with = "redacted")]
     pub url: Option<SecretString>,
     /// PostgreSQL host (`RDS_HOST`).
     pub host: Option<String>,
@@ -244,6 +264,7 @@ pub struct DatabaseSettings {
     /// User name (`RDS_USER`).
     pub user: String,
     /// Password (`RDS_PASSWORD`).
+    #[serde(serialize_with = "redacted")]
     pub password: Option<SecretString>,
     /// TLS mode for PostgreSQL; unset keeps the URL's `sslmode` (default `prefer`).
     pub ssl_mode: Option<SslMode>,
@@ -304,12 +325,17 @@ impl std::fmt::Debug for DatabaseSettings {
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "[REDACTED]"))
             .field("ssl_mode", &self.ssl_mode)
+            .field("ssl_root_cert", &self.ssl_root_cert)
             .field("sqlite_path", &self.sqlite_path)
             .field("max_connections", &self.max_connections)
+            .field("min_connections", &self.min_connections)
             .field("acquire_timeout_ms", &self.acquire_timeout_ms)
             .field("statement_timeout_ms", &self.statement_timeout_ms)
+            .field("idle_timeout_secs", &self.idle_timeout_secs)
+            .field("max_lifetime_secs", &self.max_lifetime_secs)
+            .field("ready_timeout_ms", &self.ready_timeout_ms)
             .field("migrate_on_start", &self.migrate_on_start)
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
@@ -357,7 +383,7 @@ pub enum ServerSideEncryption {
 
 /// Object store settings. With no bucket configured the service writes to the local
 /// directory `local_dir` with the same key layout.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageSettings {
     /// Raw bucket (`S3_RAW_BUCKET`).
@@ -409,7 +435,7 @@ pub enum LogFormat {
 }
 
 /// Logging settings; `RUST_LOG` overrides `level`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogSettings {
     /// `auto`, `json` or `text`.
@@ -428,7 +454,7 @@ impl Default for LogSettings {
 }
 
 /// Telemetry ingestion settings (data-ingestion only).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IngestSettings {
     /// How long the first request of a group waits for others to join it.
@@ -455,398 +481,13 @@ impl Default for IngestSettings {
     }
 }
 
-/// Settings could not be loaded: one line naming the setting and what it accepts.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct SettingsError(String);
-
-/// Legacy environment names and the setting each one feeds.
-const LEGACY_ENV: &[(&str, &str)] = &[
-    ("PORT", "server.port"),
-    ("DATABASE_URL", "database.url"),
-    ("RDS_HOST", "database.host"),
-    ("RDS_PORT", "database.port"),
-    ("RDS_DBNAME", "database.name"),
-    ("RDS_USER", "database.user"),
-    ("RDS_PASSWORD", "database.password"),
-    ("S3_RAW_BUCKET", "storage.bucket"),
-    ("AWS_REGION", "storage.region"),
-    ("AWS_ENDPOINT_URL", "storage.endpoint"),
-    ("AWS_ENDPOINT_URL_S3", "storage.endpoint"),
-];
-
-const ENV_PREFIX: &str = "APP";
-
-impl Settings {
-    /// Loads the settings of `service` from the process environment.
-    pub fn load(service: Service) -> Result<Self, SettingsError> {
-        Self::from_env(service, &std::env::vars().collect())
+/// Serializes a secret as `[REDACTED]` (or nothing when unset).
+fn redacted<S: Serializer>(secret: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(_) => s.serialize_some("[REDACTED]"),
+        None => s.serialize_none(),
     }
-
-    /// Loads the settings from an explicit environment (tests use this instead of
-    /// mutating the process environment).
-    pub fn from_env(
-        service: Service,
-        env: &HashMap<String, String>,
-    ) -> Result<Self, SettingsError> {
-        let mut builder = config::Config::builder()
-            .set_default("server.port", i64::from(service.default_port()))
-            .and_then(|b| {
-                b.set_default(
-                    "server.body_limit_bytes",
-                    service.default_body_limit() as i64,
-                )
-            })
-            .map_err(|e| SettingsError(e.to_string()))?;
-
-        if let Some(path) = env.get("APP_CONFIG_FILE").filter(|p| !p.is_empty()) {
-            builder = builder.add_source(config::File::new(path, config::FileFormat::Toml));
-        }
-
-        // Legacy names first (AWS_ENDPOINT_URL_S3 after AWS_ENDPOINT_URL, as the SDK
-        // prefers the service-specific one), then the APP_* names on top.
-        let mut legacy = config::Map::new();
-        for (name, key) in LEGACY_ENV {
-            if let Some(value) = env.get(*name).filter(|v| !v.is_empty()) {
-                legacy.insert((*key).to_owned(), value.clone());
-            }
-        }
-        builder = builder.add_source(
-            config::Environment::default()
-                .separator(".")
-                .try_parsing(true)
-                .source(Some(legacy)),
-        );
-        let app_env: config::Map<String, String> = env
-            .iter()
-            .filter(|(k, _)| k.starts_with("APP_") && k.as_str() != "APP_CONFIG_FILE")
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        builder = builder.add_source(
-            config::Environment::with_prefix(ENV_PREFIX)
-                .prefix_separator("_")
-                .separator("__")
-                .try_parsing(true)
-                .source(Some(app_env)),
-        );
-
-        let settings: Settings = builder
-            .build()
-            .and_then(|c| c.try_deserialize())
-            .map_err(describe_error)?;
-        settings.validate()?;
-        Ok(settings)
-    }
-
-    fn validate(&self) -> Result<(), SettingsError> {
-        let db = &self.database;
-        check(
-            db.max_connections >= 1,
-            "database.max_connections",
-            "an integer >= 1",
-        )?;
-        check(
-            db.min_connections <= db.max_connections,
-            "database.min_connections",
-            "an integer <= database.max_connections",
-        )?;
-        check(
-            db.acquire_timeout_ms >= 1,
-            "database.acquire_timeout_ms",
-            "milliseconds >= 1",
-        )?;
-        check(
-            db.ready_timeout_ms >= 1,
-            "database.ready_timeout_ms",
-            "milliseconds >= 1",
-        )?;
-        if let Some(url) = &db.url {
-            let url = url.expose_secret();
-            check(
-                url.starts_with("postgres://")
-                    || url.starts_with("postgresql://")
-                    || url.starts_with("sqlite:"),
-                "database.url",
-                "a postgres://user:password@host:port/dbname or sqlite:path URL",
-            )?;
-        }
-        check(
-            self.server.body_limit_bytes >= 1024,
-            "server.body_limit_bytes",
-            "bytes >= 1024",
-        )?;
-        check(
-            self.server.max_concurrent_requests >= 1,
-            "server.max_concurrent_requests",
-            "an integer >= 1",
-        )?;
-        check(
-            self.server.request_timeout_secs >= 1,
-            "server.request_timeout_secs",
-            "seconds >= 1",
-        )?;
-        check(
-            self.server.header_read_timeout_secs >= 1,
-            "server.header_read_timeout_secs",
-            "seconds >= 1",
-        )?;
-        if self.storage.sse == ServerSideEncryption::AwsKms {
-            check(
-                self.storage
-                    .kms_key_id
-                    .as_deref()
-                    .is_some_and(|k| !k.is_empty()),
-                "storage.kms_key_id",
-                "a KMS key id or ARN (required when storage.sse = aws:kms)",
-            )?;
-        }
-        let ingest = &self.ingest;
-        check(
-            (1..=10_000).contains(&ingest.group_window_ms),
-            "ingest.group_window_ms",
-            "milliseconds between 1 and 10000",
-        )?;
-        check(
-            ingest.group_max_records >= 1,
-            "ingest.group_max_records",
-            "an integer >= 1",
-        )?;
-        check(
-            ingest.group_max_bytes >= 1024,
-            "ingest.group_max_bytes",
-            "bytes >= 1024",
-        )?;
-        check(
-            ingest.max_pending_bytes >= ingest.group_max_bytes,
-            "ingest.max_pending_bytes",
-            "bytes >= ingest.group_max_bytes",
-        )?;
-        check(
-            ingest.idempotency_ttl_secs >= 1,
-            "ingest.idempotency_ttl_secs",
-            "seconds >= 1",
-        )?;
-        Ok(())
-    }
-}
-
-fn check(ok: bool, key: &str, accepted: &str) -> Result<(), SettingsError> {
-    if ok {
-        Ok(())
-    } else {
-        Err(SettingsError(format!(
-            "invalid setting {key} ({}): expected {accepted}",
-            env_names(key)
-        )))
-    }
-}
-
-/// The environment names that feed `key`, for error messages.
-fn env_names(key: &str) -> String {
-    let mut names: Vec<String> = LEGACY_ENV
-        .iter()
-        .filter(|(_, k)| *k == key)
-        .map(|(n, _)| (*n).to_string())
-        .collect();
-    let app = match key.split_once('.') {
-        Some((section, rest)) => format!("{ENV_PREFIX}_{section}__{rest}").to_uppercase(),
-        None => format!("{ENV_PREFIX}_{key}").to_uppercase(),
-    };
-    names.push(app);
-    names.join(" or ")
-}
-
-fn describe_error(err: config::ConfigError) -> SettingsError {
-    use config::ConfigError as E;
-    match err {
-        E::Type {
-            unexpected,
-            expected,
-            key: Some(key),
-            ..
-        } => SettingsError(format!(
-            "invalid setting {key} ({}): found {unexpected}, expected {expected}",
-            env_names(&key)
-        )),
-        E::At {
-            error,
-            key: Some(key),
-            ..
-        } => SettingsError(format!(
-            "invalid setting {key} ({}): {}",
-            env_names(&key),
-            one_line(&error.to_string())
-        )),
-        E::FileParse { uri, cause } => SettingsError(format!(
-            "invalid config file {}: {}",
-            uri.unwrap_or_default(),
-            one_line(&cause.to_string())
-        )),
-        other => SettingsError(format!(
-            "invalid settings: {}",
-            one_line(&other.to_string())
-        )),
-    }
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn defaults_use_the_embedded_database_and_service_port() {
-        let api = Settings::from_env(Service::Api, &env(&[])).expect("defaults load");
-        assert_eq!(api.server.port, 5000);
-        assert_eq!(api.database.target(), DatabaseTarget::Sqlite);
-        assert!(api.database.migrate_on_start());
-        assert_eq!(api.database.acquire_timeout_ms, 3000);
-        let ingest = Settings::from_env(Service::Ingestion, &env(&[])).expect("defaults load");
-        assert_eq!(ingest.server.port, 8080);
-        assert!(ingest.server.body_limit_bytes > api.server.body_limit_bytes);
-    }
-
-    #[test]
-    fn legacy_names_configure_postgres_and_the_bucket() {
-        let s = Settings::from_env(
-            Service::Api,
-            &env(&[
-                ("PORT", "5050"),
-                ("RDS_HOST", "db.internal"),
-                ("RDS_PORT", "6543"),
-                ("RDS_DBNAME", "prod"),
-                ("RDS_USER", "svc"),
-                ("RDS_PASSWORD", "hunter2"),
-                ("S3_RAW_BUCKET", "raw-bucket"),
-            ]),
-        )
-        .expect("loads");
-        assert_eq!(s.server.port, 5050);
-        assert_eq!(s.database.target(), DatabaseTarget::Postgres);
-        assert_eq!(s.database.host.as_deref(), Some("db.internal"));
-        assert_eq!(s.database.port, 6543);
-        assert_eq!(s.database.name, "prod");
-        assert_eq!(s.database.user, "svc");
-        assert_eq!(
-            s.database
-                .password
-                .as_ref()
-                .map(|p| p.expose_secret().to_string()),
-            Some("hunter2".into())
-        );
-        assert!(!s.database.migrate_on_start());
-        assert_eq!(s.storage.bucket.as_deref(), Some("raw-bucket"));
-    }
-
-    #[test]
-    fn app_names_win_over_legacy_names() {
-        let s = Settings::from_env(
-            Service::Api,
-            &env(&[
-                ("PORT", "5050"),
-                ("APP_SERVER__PORT", "6000"),
-                ("APP_DATABASE__MAX_CONNECTIONS", "4"),
-            ]),
-        )
-        .expect("loads");
-        assert_eq!(s.server.port, 6000);
-        assert_eq!(s.database.max_connections, 4);
-    }
-
-    #[test]
-    fn debug_output_never_shows_secrets() {
-        let s = Settings::from_env(
-            Service::Api,
-            &env(&[
-                ("RDS_PASSWORD", "s3cr3t-pw"),
-                ("DATABASE_URL", "postgres://u:url-pw-9@h/db"),
-            ]),
-        )
-        .expect("loads");
-        let shown = format!("{s:?}");
-        assert!(!shown.contains("s3cr3t-pw"), "{shown}");
-        assert!(!shown.contains("url-pw-9"), "{shown}");
-        assert!(shown.contains("REDACTED"));
-    }
-
-    #[test]
-    fn a_bad_value_names_the_setting_and_accepted_form() {
-        let err = Settings::from_env(Service::Api, &env(&[("PORT", "abc")])).expect_err("rejects");
-        let msg = err.to_string();
-        assert!(msg.contains("server.port") && msg.contains("PORT"), "{msg}");
-        assert!(!msg.contains('\n'));
-
-        let err = Settings::from_env(Service::Api, &env(&[("APP_LOG__FORMAT", "xml")]))
-            .expect_err("rejects");
-        assert!(err.to_string().contains("APP_LOG__FORMAT"), "{err}");
-        assert!(err.to_string().contains("json"), "{err}");
-
-        let err = Settings::from_env(
-            Service::Api,
-            &env(&[("APP_DATABASE__MAX_CONNECTIONS", "0")]),
-        )
-        .expect_err("rejects");
-        assert!(
-            err.to_string().contains("APP_DATABASE__MAX_CONNECTIONS"),
-            "{err}"
-        );
-
-        let err = Settings::from_env(Service::Api, &env(&[("DATABASE_URL", "mysql://x")]))
-            .expect_err("rejects");
-        assert!(err.to_string().contains("database.url"), "{err}");
-    }
-
-    #[test]
-    fn a_toml_file_sits_between_defaults_and_environment() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("app.toml");
-        std::fs::write(
-            &path,
-            "[database]\nmax_connections = 7\nstatement_timeout_ms = 900\n[log]\nformat = \"json\"\n",
-        )
-        .expect("write");
-        let s = Settings::from_env(
-            Service::Api,
-            &env(&[
-                ("APP_CONFIG_FILE", path.to_str().expect("utf-8")),
-                ("APP_DATABASE__MAX_CONNECTIONS", "3"),
-            ]),
-        )
-        .expect("loads");
-        assert_eq!(
-            s.database.max_connections, 3,
-            "environment wins over the file"
-        );
-        assert_eq!(
-            s.database.statement_timeout_ms, 900,
-            "file wins over defaults"
-        );
-        assert_eq!(s.log.format, LogFormat::Json);
-    }
-
-    #[test]
-    fn kms_encryption_requires_a_key() {
-        let err = Settings::from_env(Service::Ingestion, &env(&[("APP_STORAGE__SSE", "aws:kms")]))
-            .expect_err("rejects");
-        assert!(err.to_string().contains("kms_key_id"), "{err}");
-        let s = Settings::from_env(
-            Service::Ingestion,
-            &env(&[
-                ("APP_STORAGE__SSE", "aws:kms"),
-                ("APP_STORAGE__KMS_KEY_ID", "alias/raw"),
-            ]),
-        )
-        .expect("loads");
-        assert_eq!(s.storage.sse, ServerSideEncryption::AwsKms);
-    }
-}
+mod tests;

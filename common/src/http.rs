@@ -1,7 +1,14 @@
 //! The HTTP layer stack both services share, readable top to bottom in
 //! [`finish_router`]: request id, one log line and the RED metrics per request, panic
-//! catching, load shedding, the request timeout, the body limit, and JSON 404/405
-//! fallbacks. Also the `{"error": ...}` body every failure uses.
+//! catching, the body limit and JSON 404/405 fallbacks for everything; load shedding
+//! and the request timeout for the service's own routes only. Also the
+//! `{"error": ...}` body every failure uses.
+//!
+//! Load shedding is one limit for the whole process: `Router::layer` clones a layer
+//! onto every route, so the limit is a [`GlobalConcurrencyLimitLayer`] whose clones
+//! share one semaphore (a plain `ConcurrencyLimitLayer` there would give each route
+//! its own). Probes and `/metrics` are merged in after it, so liveness, readiness and
+//! scrapes answer while the service sheds load.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +22,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::timeout::error::Elapsed;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -99,39 +107,75 @@ fn incoming_request_id(req: &Request) -> Option<String> {
     ok.then(|| value.to_owned())
 }
 
-/// Outermost middleware: request id, span, metrics and the one log line.
+/// Why a request was answered 503 without running to completion (in response
+/// extensions, for the request log line and the metrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shed {
+    /// Refused at once: `server.max_concurrent_requests` requests were in flight.
+    Overloaded,
+    /// Cut off after `server.request_timeout_secs`.
+    Timeout,
+}
+
+impl Shed {
+    /// The `cause` label of `http_requests_shed_total`.
+    pub fn cause(self) -> &'static str {
+        match self {
+            Shed::Overloaded => "overloaded",
+            Shed::Timeout => "timeout",
+        }
+    }
+}
+
+/// The route label of load-shed requests: they never ran, whatever route they asked for.
+pub const SHED_ROUTE: &str = "shed";
+
+/// Outermost middleware: request id, span, metrics and the one log line. Added with
+/// `Router::layer`, so it runs after routing and reads the matched route template
+/// from the request.
 async fn observe(State(obs): State<Observer>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = incoming_request_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let method = method_label(req.method());
+    let matched = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_owned();
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
         http.method = method,
-        http.route = tracing::field::Empty,
+        http.route = matched.as_str(),
         auth.key = tracing::field::Empty,
     );
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let mut res = next.run(req).instrument(span.clone()).await;
 
-    let route = res
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |m| m.as_str())
-        .to_owned();
+    let shed = res.extensions().get::<Shed>().copied();
+    let route = match shed {
+        Some(Shed::Overloaded) => SHED_ROUTE,
+        Some(Shed::Timeout) | None => matched.as_str(),
+    };
     let status = res.status().as_u16();
     let elapsed = started.elapsed();
-    obs.http.record(method, &route, status, elapsed);
-    if route == "unmatched" {
-        span.record("http.route", "unmatched");
-    }
+    obs.http.record(method, route, status, elapsed);
 
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
     let quiet = matches!(
-        route.as_str(),
+        route,
         "/health" | "/ready" | "/metrics" | "/api/health" | "/ingest/health"
     );
-    if let Some(report) = res.extensions().get::<ErrorReport>() {
+    if let Some(shed) = shed {
+        obs.http.record_shed(shed.cause());
+        tracing::warn!(
+            parent: &span,
+            status,
+            latency_ms,
+            cause = shed.cause(),
+            "request shed"
+        );
+    } else if let Some(report) = res.extensions().get::<ErrorReport>() {
         tracing::error!(parent: &span, status, latency_ms, error = %report.0, "request failed");
     } else if status >= 500 {
         tracing::warn!(parent: &span, status, latency_ms, "request completed");
@@ -146,20 +190,6 @@ async fn observe(State(obs): State<Observer>, mut req: Request, next: Next) -> R
     res
 }
 
-/// Route layer: copies the matched route template into the response, where the
-/// outer middleware (which runs before routing) can read it.
-async fn capture_route(req: Request, next: Next) -> Response {
-    let matched = req.extensions().get::<MatchedPath>().cloned();
-    if let Some(m) = &matched {
-        tracing::Span::current().record("http.route", m.as_str());
-    }
-    let mut res = next.run(req).await;
-    if let Some(m) = matched {
-        res.extensions_mut().insert(m);
-    }
-    res
-}
-
 async fn not_found() -> Response {
     error_response(StatusCode::NOT_FOUND, "Not found")
 }
@@ -168,17 +198,24 @@ async fn method_not_allowed() -> Response {
     error_response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
 }
 
+/// Turns the limit's and the timeout's errors into 503s marked with their [`Shed`]
+/// cause, for the request log line and the metrics.
 async fn handle_layer_error(err: tower::BoxError) -> Response {
-    if err.is::<Elapsed>() {
-        unavailable_response("Request timed out", 1)
+    let (shed, mut res) = if err.is::<Elapsed>() {
+        (Shed::Timeout, unavailable_response("Request timed out", 1))
     } else if err.is::<tower::load_shed::error::Overloaded>() {
-        unavailable_response("Server is overloaded, retry later", 1)
+        (
+            Shed::Overloaded,
+            unavailable_response("Server is overloaded, retry later", 1),
+        )
     } else {
         let mut res = error_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error");
         res.extensions_mut()
             .insert(ErrorReport(Arc::new(err.to_string())));
-        res
-    }
+        return res;
+    };
+    res.extensions_mut().insert(shed);
+    res
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
@@ -207,18 +244,33 @@ pub fn probe_router(
         .route("/metrics", get(metrics_handler).with_state(metrics))
 }
 
-/// Wraps the service's routes (already merged with [`probe_router`]) in the shared
-/// layer stack. Outermost first: observe (request id, log, metrics), catch panics,
-/// shed load past `max_concurrent_requests`, time out after `request_timeout_secs`,
-/// cap bodies at `body_limit_bytes`; JSON 404 and 405 for everything unrouted.
-pub fn finish_router(routes: Router, server: &ServerSettings, metrics: &Metrics) -> Router {
+/// Wraps the service's routes and the probe routes in the shared layer stack.
+/// Outermost first, for every route: observe (request id, log, metrics), catch
+/// panics, `no-store`/`nosniff` headers, cap bodies at `body_limit_bytes`; JSON 404
+/// and 405 for everything unrouted. For the service's routes only (`api`, not
+/// `probes`): shed load past `max_concurrent_requests` requests in flight in the
+/// whole process, and time out after `request_timeout_secs`.
+pub fn finish_router(
+    api: Router,
+    probes: Router,
+    server: &ServerSettings,
+    metrics: &Metrics,
+) -> Router {
     let observer = Observer {
         http: metrics.http.clone(),
     };
-    routes
-        .route_layer(middleware::from_fn(capture_route))
+    // One semaphore for every route: `Router::layer` clones the layer onto each route
+    // and the clones share it.
+    let limit = GlobalConcurrencyLimitLayer::new(server.max_concurrent_requests);
+    let api = api.method_not_allowed_fallback(method_not_allowed).layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(handle_layer_error))
+            .load_shed()
+            .layer(limit)
+            .timeout(server.request_timeout()),
+    );
+    api.merge(probes.method_not_allowed_fallback(method_not_allowed))
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(server.body_limit_bytes))
         // Bodies carry patient-linked data: never cached, never sniffed.
         .layer(SetResponseHeaderLayer::if_not_present(
@@ -232,11 +284,7 @@ pub fn finish_router(routes: Router, server: &ServerSettings, metrics: &Metrics)
         .layer(
             ServiceBuilder::new()
                 .layer(middleware::from_fn_with_state(observer, observe))
-                .layer(CatchPanicLayer::custom(panic_response))
-                .layer(HandleErrorLayer::new(handle_layer_error))
-                .load_shed()
-                .concurrency_limit(server.max_concurrent_requests)
-                .timeout(server.request_timeout()),
+                .layer(CatchPanicLayer::custom(panic_response)),
         )
 }
 

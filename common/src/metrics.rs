@@ -28,12 +28,13 @@ pub fn latency_buckets() -> impl Iterator<Item = f64> {
     .into_iter()
 }
 
-/// Labels of the HTTP metrics: a closed set (the route is a template or `unmatched`).
+/// Labels of the HTTP metrics: a closed set (the route is a template, `unmatched`
+/// for unrouted paths, or `shed` for requests the concurrency limit refused).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     /// Request method (`other` for non-standard ones).
     pub method: &'static str,
-    /// Matched route template such as `/api/robots/{robot_id}`, or `unmatched`.
+    /// Matched route template such as `/api/robots/{robot_id}`, `unmatched` or `shed`.
     pub route: String,
     /// Response status code.
     pub status: u16,
@@ -46,11 +47,19 @@ pub fn latency_histogram() -> Histogram {
     Histogram::new(latency_buckets())
 }
 
-/// Request counter and duration histogram.
+/// Labels of `http_requests_shed_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShedLabels {
+    /// `overloaded` (concurrency limit) or `timeout` (request timeout).
+    cause: &'static str,
+}
+
+/// Request counter, duration histogram and the count of shed requests.
 #[derive(Clone, Debug)]
 pub struct HttpMetrics {
     requests: Family<HttpLabels, Counter>,
     duration: HistogramFamily<HttpLabels>,
+    shed: Family<ShedLabels, Counter>,
 }
 
 impl HttpMetrics {
@@ -67,7 +76,27 @@ impl HttpMetrics {
             "HTTP request latency by method, matched route and status",
             duration.clone(),
         );
-        Self { requests, duration }
+        let shed = Family::<ShedLabels, Counter>::default();
+        registry.register(
+            "http_requests_shed",
+            "Requests answered 503 by the process-wide concurrency limit (cause overloaded) \
+             or the request timeout (cause timeout)",
+            shed.clone(),
+        );
+        // Both series exist from the start, so rate() and alerts see a zero.
+        for cause in ["overloaded", "timeout"] {
+            let _ = shed.get_or_create(&ShedLabels { cause });
+        }
+        Self {
+            requests,
+            duration,
+            shed,
+        }
+    }
+
+    /// Counts one request shed for `cause` (`overloaded` or `timeout`).
+    pub fn record_shed(&self, cause: &'static str) {
+        self.shed.get_or_create(&ShedLabels { cause }).inc();
     }
 
     /// Records one finished request.

@@ -1,7 +1,10 @@
 //! Graceful shutdown: SIGTERM or SIGINT turns readiness off, the process keeps
 //! serving for the drain delay (the load balancer deregisters the pod meanwhile; the
 //! image has no shell for a `sleep` preStop), then stops accepting and lets in-flight
-//! requests finish, bounded by the shutdown timeout.
+//! requests finish, bounded by the shutdown timeout. [`serve`] returns when that
+//! timeout ends, so the work after serving (data-ingestion's final flush, closing the
+//! pool) fits in what is left of it: drain delay + shutdown timeout is the whole
+//! shutdown, which the charts keep below `terminationGracePeriodSeconds`.
 //!
 //! Connections are served by hyper's HTTP/1 server with a header read timeout
 //! (`server.header_read_timeout_secs`): `axum::serve` has none, so a client that
@@ -10,7 +13,7 @@
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -18,6 +21,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
 
 use crate::config::ServerSettings;
 use crate::health::Readiness;
@@ -47,17 +51,21 @@ pub async fn signal() {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains as described in
-/// the module docs. Returns when every connection closed or the timeout passed.
+/// the module docs. Returns when every connection closed or the timeout passed, with
+/// the instant the shutdown timeout ends: whatever runs after serving must be done by
+/// then.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     readiness: Arc<Readiness>,
     server: &ServerSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<Instant> {
     let drain_delay = server.drain_delay();
     let timeout = server.shutdown_timeout();
+    let ends = Arc::new(OnceLock::<Instant>::new());
     let (stopping_tx, stopping_rx) = oneshot::channel::<()>();
+    let ends_at = Arc::clone(&ends);
     let graceful = async move {
         shutdown.await;
         readiness.begin_shutdown();
@@ -70,6 +78,7 @@ pub async fn serve(
             timeout_secs = timeout.as_secs(),
             "no longer accepting connections; finishing in-flight requests"
         );
+        ends_at.get_or_init(|| Instant::now() + timeout);
         let _ = stopping_tx.send(());
     };
     let server = serve_connections(listener, app, server.header_read_timeout(), graceful);
@@ -81,12 +90,12 @@ pub async fn serve(
         }
     };
     tokio::select! {
-        result = server => result,
+        result = server => result?,
         () = deadline => {
             tracing::warn!("shutdown timeout reached with requests still in flight; exiting");
-            Ok(())
         }
     }
+    Ok(ends.get().copied().unwrap_or_else(Instant::now))
 }
 
 /// Accepts connections until `stop` resolves, then asks every connection to finish

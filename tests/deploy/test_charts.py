@@ -77,9 +77,24 @@ def test_fixed_replicas_count_in_the_budget_when_the_hpa_is_off(chart):
 
 
 @pytest.mark.parametrize("chart", CHARTS)
-def test_grace_period_must_exceed_drain_delay_plus_shutdown_timeout(chart):
-    message = render_error(chart, deploycheck.deep_merge(REQUIRED, {"terminationGracePeriodSeconds": 55}))
-    assert "must exceed server.drainDelaySeconds + server.shutdownTimeoutSeconds (55)" in message
+@pytest.mark.parametrize(
+    ("grace", "drain", "timeout"),
+    [(35, 15, 20), (30, 15, 20), (45, 30, 20), (20, 0, 20)],
+)
+def test_grace_period_must_exceed_drain_delay_plus_shutdown_timeout(chart, grace, drain, timeout):
+    values = {"terminationGracePeriodSeconds": grace, "server": {"drainDelaySeconds": drain, "shutdownTimeoutSeconds": timeout}}
+    message = render_error(chart, deploycheck.deep_merge(REQUIRED, values))
+    assert (
+        f"terminationGracePeriodSeconds ({grace}) must exceed server.drainDelaySeconds + server.shutdownTimeoutSeconds "
+        f"({drain} + {timeout} = {drain + timeout})"
+    ) in message
+    assert "final flush" in message
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_grace_period_one_second_above_the_shutdown_renders(chart):
+    values = {"terminationGracePeriodSeconds": 36, "server": {"drainDelaySeconds": 15, "shutdownTimeoutSeconds": 20}}
+    assert one(render(chart, values), "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 36
 
 
 @pytest.mark.parametrize("chart", CHARTS)

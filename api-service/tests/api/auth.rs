@@ -158,17 +158,6 @@ async fn keys_rotate_without_downtime() {
         get_with(&app, "/api/robots", Some(NEW_KEY)).await.status,
         200
     );
-
-    // A broken file keeps the last good keys.
-    std::fs::write(&file, "not json").expect("keys");
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(3) {
-        assert_eq!(
-            get_with(&app, "/api/robots", Some(NEW_KEY)).await.status,
-            200
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 async fn wait_until(app: &TestApp, key: &str, status: u16) {
@@ -180,6 +169,128 @@ async fn wait_until(app: &TestApp, key: &str, status: u16) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The value of one series in the `/metrics` text.
+fn metric_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
+/// Polls `/metrics` until `series` satisfies `ok` (the reload's own signal).
+async fn wait_for_metric(app: &TestApp, series: &str, ok: impl Fn(f64) -> bool) -> f64 {
+    let started = Instant::now();
+    loop {
+        let text = get_with(app, "/metrics", None).await.text;
+        if let Some(value) = metric_value(&text, series).filter(|v| ok(*v)) {
+            return value;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{series} never reached the expected value:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Asserts that `/metrics` counted a request with the removed key `name`.
+fn assert_revoked(metrics: &str, name: &str) {
+    let series = format!(r#"auth_requests_total{{key="{name}",outcome="revoked"}}"#);
+    assert!(
+        metric_value(metrics, &series).is_some_and(|n| n >= 1.0),
+        "{series} missing:\n{metrics}"
+    );
+}
+
+/// Found by the security review: a keys file with one malformed entry, or `[]`, kept
+/// the whole previous key set, so a key removed in an emergency kept working. Now a
+/// reload applies the valid entries and skips the bad ones; `[]` denies every key;
+/// only a file that is not a JSON array keeps the last good set. Each step waits for
+/// the reload through the answer or the metrics.
+#[tokio::test]
+async fn revocation_fails_closed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("keys.json");
+    let dashboard = entry("dashboard", "read", READ_KEY);
+    let reports = entry("reports", "read", NEW_KEY);
+    std::fs::write(&file, format!("[{dashboard},{reports}]")).expect("keys");
+    let app = keyed_app(&file, &[]).await;
+    assert_eq!(
+        wait_for_metric(&app, "auth_keys_loaded", |v| v == 2.0).await,
+        2.0
+    );
+    let loaded_at = wait_for_metric(
+        &app,
+        "auth_keys_last_reload_success_timestamp_seconds",
+        |v| v > 0.0,
+    )
+    .await;
+
+    // Not a JSON array (a half-written file): the last good keys stay.
+    std::fs::write(&file, format!("[{dashboard},")).expect("keys");
+    wait_for_metric(&app, "auth_keys_reload_errors_total", |v| v >= 1.0).await;
+    for key in [READ_KEY, NEW_KEY] {
+        assert_eq!(get_with(&app, "/api/robots", Some(key)).await.status, 200);
+    }
+    let metrics = get_with(&app, "/metrics", None).await.text;
+    assert_eq!(metric_value(&metrics, "auth_keys_loaded"), Some(2.0));
+    assert_eq!(
+        metric_value(&metrics, "auth_keys_last_reload_success_timestamp_seconds"),
+        Some(loaded_at),
+        "a failed reload is not a success"
+    );
+
+    // `reports` is removed in the same edit that adds a malformed entry: the removal
+    // applies, the bad entry is skipped and counted.
+    let typo = r#"{"name":"typo","scopes":["read"],"sha256":"not-a-sha256"}"#;
+    std::fs::write(&file, format!("[{dashboard},{typo}]")).expect("keys");
+    wait_until(&app, NEW_KEY, 401).await;
+    assert_eq!(
+        get_with(&app, "/api/robots", Some(READ_KEY)).await.status,
+        200
+    );
+    let metrics = get_with(&app, "/metrics", None).await.text;
+    assert_eq!(metric_value(&metrics, "auth_keys_loaded"), Some(1.0));
+    assert_revoked(&metrics, "reports");
+    assert!(metric_value(&metrics, "auth_keys_reload_errors_total").is_some_and(|n| n >= 2.0));
+
+    // `[]`: no key is valid any more; probes stay open.
+    std::fs::write(&file, "[]").expect("keys");
+    wait_until(&app, READ_KEY, 401).await;
+    assert_eq!(
+        wait_for_metric(&app, "auth_keys_loaded", |v| v == 0.0).await,
+        0.0
+    );
+    let denied = get_with(&app, "/api/robots", Some(READ_KEY)).await;
+    assert_eq!(denied.json()["error"], "Invalid API key");
+    assert_eq!(get_with(&app, "/api/health", None).await.status, 200);
+    let metrics = get_with(&app, "/metrics", None).await.text;
+    assert_revoked(&metrics, "dashboard");
+    assert!(!metrics.contains("not-a-sha256") && !metrics.contains(&hash_key(READ_KEY)));
+}
+
+/// A deliberate deny-all: with authentication on, a keys file holding `[]` starts
+/// (it used to refuse) and answers 401 to every key until keys are added.
+#[tokio::test]
+async fn an_empty_keys_file_starts_denying_every_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("keys.json");
+    std::fs::write(&file, "[]").expect("keys");
+    let app = keyed_app(&file, &[]).await;
+    assert_eq!(
+        get_with(&app, "/api/robots", Some(READ_KEY)).await.status,
+        401
+    );
+    assert_eq!(get_with(&app, "/ready", None).await.status, 200);
+
+    std::fs::write(&file, format!("[{}]", entry("dashboard", "read", READ_KEY))).expect("keys");
+    wait_until(&app, READ_KEY, 200).await;
 }
 
 #[tokio::test]

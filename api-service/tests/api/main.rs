@@ -10,6 +10,7 @@ mod analytics;
 mod auth;
 mod errors;
 mod health;
+mod limits;
 mod metrics;
 mod migrations;
 mod openapi;

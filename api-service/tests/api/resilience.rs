@@ -189,7 +189,7 @@ async fn shutdown_drains_in_flight_requests() {
 }
 
 /// Holds `ACCESS EXCLUSIVE` on surgical_robots until `hold` resolves.
-async fn lock_table_until(url: String, hold: tokio::sync::oneshot::Receiver<()>) {
+pub(crate) async fn lock_table_until(url: String, hold: tokio::sync::oneshot::Receiver<()>) {
     use sqlx::{Connection, Executor};
     let mut conn = sqlx::PgConnection::connect(&url)
         .await
@@ -210,21 +210,26 @@ async fn count(db: &common::Db, sql: &str) -> i64 {
         .unwrap_or(0)
 }
 
-async fn wait_until_locked(db: &common::Db) {
+pub(crate) async fn wait_until_locked(db: &common::Db) {
     let sql = "SELECT COUNT(*) AS n FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
                WHERE c.relname = 'surgical_robots' AND l.mode = 'AccessExclusiveLock' AND l.granted";
-    poll(db, sql).await;
+    poll(db, sql, 1).await;
 }
 
 async fn wait_until_waiting(db: &common::Db) {
-    let sql = "SELECT COUNT(*) AS n FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
-               WHERE c.relname = 'surgical_robots' AND NOT l.granted";
-    poll(db, sql).await;
+    wait_for_waiters(db, 1).await;
 }
 
-async fn poll(db: &common::Db, sql: &str) {
+/// Waits until `n` sessions wait for the lock on `surgical_robots`.
+pub(crate) async fn wait_for_waiters(db: &common::Db, n: i64) {
+    let sql = "SELECT COUNT(*) AS n FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+               WHERE c.relname = 'surgical_robots' AND NOT l.granted";
+    poll(db, sql, n).await;
+}
+
+async fn poll(db: &common::Db, sql: &str, at_least: i64) {
     let started = Instant::now();
-    while count(db, sql).await == 0 {
+    while count(db, sql).await < at_least {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "condition never held: {sql}"

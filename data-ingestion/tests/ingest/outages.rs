@@ -17,6 +17,18 @@ async fn spawn_behind_store_proxy() -> TestApp {
     .await
 }
 
+/// Waits until records wait in a group (the requests are inside the app).
+async fn wait_until_pending(app: &TestApp) {
+    while app
+        .get("/metrics")
+        .await
+        .text
+        .contains("ingest_pending_bytes 0\n")
+    {
+        tokio::task::yield_now().await;
+    }
+}
+
 #[tokio::test]
 async fn store_outage_answers_503_loses_nothing_and_recovers() {
     let app = spawn_behind_store_proxy().await;
@@ -93,14 +105,7 @@ async fn sigterm_completes_requests_waiting_in_a_group() {
             })
         })
         .collect();
-    while app
-        .get("/metrics")
-        .await
-        .text
-        .contains("ingest_pending_bytes 0\n")
-    {
-        tokio::task::yield_now().await;
-    }
+    wait_until_pending(&app).await;
     let started = Instant::now();
     app.begin_shutdown();
     let ready = app.get("/ready").await;
@@ -119,6 +124,44 @@ async fn sigterm_completes_requests_waiting_in_a_group() {
         started.elapsed()
     );
     assert_eq!(app.stored_records("telemetry/").await.0.len(), 5);
+}
+
+/// Found by the security review: the final flush at shutdown had no bound, so with the
+/// object store hanging the process outlived drain delay + shutdown timeout (and the
+/// pod's grace period) by up to two store timeouts. Now everything after serving gets
+/// what is left of the shutdown timeout; the unwritten group was never acknowledged.
+#[tokio::test]
+async fn the_final_flush_ends_with_the_shutdown_timeout() {
+    let mut app = spawn_with(
+        Backend::Postgres,
+        Options {
+            env: &[
+                ("APP_SERVER__SHUTDOWN_TIMEOUT_SECS", "1"),
+                ("APP_STORAGE__OPERATION_TIMEOUT_MS", "30000"),
+            ],
+            store_proxy: true,
+        },
+    )
+    .await;
+    app.cut_store(ProxyMode::Blackhole);
+    let req = app.post("/ingest/telemetry").json(&json!([record(1)]));
+    let in_flight = tokio::spawn(async move { req.send().await.map(|r| r.status().as_u16()) });
+    wait_until_pending(&app).await;
+
+    let started = Instant::now();
+    app.begin_shutdown();
+    let server = app.server.take().expect("server");
+    let exit = tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .unwrap_or_else(|_| panic!("still running {:?} after SIGTERM", started.elapsed()));
+    exit.expect("join").expect("clean exit");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
+    assert_ne!(
+        in_flight.await.expect("join").ok(),
+        Some(201),
+        "the unwritten records were never acknowledged"
+    );
 }
 
 #[tokio::test]

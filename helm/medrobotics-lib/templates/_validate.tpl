@@ -71,10 +71,15 @@ connection its readiness check keeps. */ -}}
 {{- fail (printf "%s: database connection budget exceeded: %d pods at most (%s + maxSurge %v) x (database.maxConnections %d + 1 for readiness) = %d connections > database.connectionBudget %d. Lower database.maxConnections or the replica ceiling, or raise database.connectionBudget if RDS max_connections allows it (see docs/operations.md, 'Database connections')" $fullname $maxPods (ternary (printf "autoscaling.maxReplicas %d" (int .Values.autoscaling.maxReplicas)) (printf "replicaCount %d" (int .Values.replicaCount)) .Values.autoscaling.enabled) .Values.strategy.maxSurge (int $db.maxConnections) $needed (int $db.connectionBudget)) }}
 {{- end }}
 
-{{- /* Graceful shutdown must fit inside the grace period, or the kubelet kills in-flight work. */ -}}
-{{- $drain := add (int .Values.server.drainDelaySeconds) (int .Values.server.shutdownTimeoutSeconds) }}
-{{- if le (int .Values.terminationGracePeriodSeconds) $drain }}
-{{- fail (printf "%s: terminationGracePeriodSeconds (%d) must exceed server.drainDelaySeconds + server.shutdownTimeoutSeconds (%d)" $fullname (int .Values.terminationGracePeriodSeconds) $drain) }}
+{{- /* Graceful shutdown must fit inside the grace period, or the kubelet kills in-flight work:
+after SIGTERM the pod serves for the drain delay, then finishes in-flight requests and, in
+data-ingestion, the final flush of pending telemetry, all bounded by the shutdown timeout. */ -}}
+{{- $drainDelay := int .Values.server.drainDelaySeconds }}
+{{- $shutdownTimeout := int .Values.server.shutdownTimeoutSeconds }}
+{{- $shutdown := add $drainDelay $shutdownTimeout }}
+{{- $grace := int .Values.terminationGracePeriodSeconds }}
+{{- if le $grace $shutdown }}
+{{- fail (printf "%s: terminationGracePeriodSeconds (%d) must exceed server.drainDelaySeconds + server.shutdownTimeoutSeconds (%d + %d = %d): after SIGTERM the pod serves for the drain delay, then finishes in-flight requests and the final flush of pending telemetry within the shutdown timeout, and the kubelet kills it when the grace period ends. Raise terminationGracePeriodSeconds above %d or lower the other two" $fullname $grace $drainDelay $shutdownTimeout $shutdown $shutdown) }}
 {{- end }}
 
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
