@@ -709,6 +709,11 @@ def test_the_two_releases_never_render_the_same_object():
                  for chart in CHARTS]
         assert not owned[0] & owned[1], (name, owned[0] & owned[1])
     # The production values with the charts' own key sync switched on: refused, not a clash.
+    # The contradiction is the first thing said, before remoteKey is asked for: with it
+    # resolved (auth.existingSecret kept, the sync off) no remoteKey is needed at all.
+    arn = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:medrobotics/api-keys-AbCdEf"
     for chart in CHARTS:
-        prod = deploycheck.deep_merge(shared["values-prod"][chart], {"auth": {"externalSecret": {"enabled": True}}})
-        assert "exclude each other" in render_error(chart, prod)
+        for sync in ({"enabled": True}, {"enabled": True, "remoteKey": arn}):
+            prod = deploycheck.deep_merge(shared["values-prod"][chart], {"auth": {"externalSecret": sync}})
+            message = render_error(chart, prod)
+            assert "exclude each other" in message and "remoteKey is required" not in message, message

@@ -355,19 +355,28 @@ def test_workloads_create_the_api_keys_secret_once_from_the_file_then_keep_it(tm
 
 
 # --- the release guard: a shell missing a setting must not silently change what runs ------------
-CERT = "arn:aws:acm:eu-west-1:111122223333:certificate/11111111-2222-3333-4444-555555555555"
+# run_steps starts from a shell with what a prod deploy needs (CERTIFICATE_ARN, RDS_CA_BUNDLE):
+# prod refuses to run without a certificate at all (issue 14.12), so the guard's refusal to
+# drop HTTPS (issue 21.3) is what stops a bare shell on dev, where HTTP-only is allowed. The
+# WAF and the image are guarded on both.
 WAF = "arn:aws:wafv2:eu-west-1:111122223333:regional/webacl/medrobotics/a1b2c3d4-5678-90ab-cdef-111122223333"
 RUNNING = {"DEPLOYED_IMAGE": "111122223333.dkr.ecr.eu-west-1.amazonaws.com/medrobotics/api-service:1.4.2",
            "DEPLOYED_CERT": CERT, "DEPLOYED_WAF": WAF}
 SECRETS = {"medrobotics-db", "medrobotics-api-keys"}
+# A shell with none of the deploy's settings beyond the basics (ENV), on each environment.
+BARE = {"CERTIFICATE_ARN": "", "WAF_ACL_ARN": "", "IMAGE_TAG": "", "RDS_CA_BUNDLE": ""}
+DEV = {"ENVIRONMENT": "dev"}
+PROD = {"ENVIRONMENT": "prod"}
+KEEP = {"CERTIFICATE_ARN": CERT, "WAF_ACL_ARN": WAF, "IMAGE_TAG": "1.4.2"}
 
 
 def upgrades(calls: list[str]) -> list[str]:
+    calls = [without_context(c) for c in calls]
     return [c for c in calls if c.startswith("helm upgrade --install ") and "/helm/" in c]
 
 
-def test_redeploy_from_a_bare_shell_refuses_to_drop_https_waf_and_image(tmp_path):
-    proc, calls = run_workloads(tmp_path, SECRETS, RUNNING)
+def test_redeploy_from_a_bare_dev_shell_refuses_to_drop_https_waf_and_image(tmp_path):
+    proc, calls = run_workloads(tmp_path, SECRETS, {**RUNNING, **BARE, **DEV})
     assert proc.returncode != 0
     assert "CERTIFICATE_ARN is not set: this deploy would remove HTTPS" in proc.stderr
     assert f"Set CERTIFICATE_ARN={CERT} to keep it, or ALLOW_TLS_REMOVAL=1" in proc.stderr
@@ -378,22 +387,39 @@ def test_redeploy_from_a_bare_shell_refuses_to_drop_https_waf_and_image(tmp_path
     assert not upgrades(calls), "nothing may be upgraded before the guard passes"
 
 
-@pytest.mark.parametrize("missing, message", [
-    ("CERTIFICATE_ARN", "would remove HTTPS"),
-    ("WAF_ACL_ARN", "would detach it"),
-    ("IMAGE_TAG", "IMAGE_TAG is not set"),
-])
-def test_each_missing_setting_alone_is_refused(tmp_path, missing, message):
-    env = {**RUNNING, "CERTIFICATE_ARN": CERT, "WAF_ACL_ARN": WAF, "IMAGE_TAG": "1.4.2"}
-    del env[missing]
-    proc, calls = run_workloads(tmp_path, SECRETS, env)
-    assert proc.returncode != 0 and message in proc.stderr
+def test_redeploy_from_a_bare_prod_shell_is_refused_for_its_missing_certificate(tmp_path):
+    # The prod requirement stops it first (the guard never gets to offer ALLOW_TLS_REMOVAL).
+    proc, calls = run_workloads(tmp_path, SECRETS, {**RUNNING, **BARE, **PROD})
+    assert proc.returncode != 0
+    assert "ENVIRONMENT=prod needs CERTIFICATE_ARN" in proc.stderr
     assert not upgrades(calls)
 
 
-def test_redeploy_with_the_same_settings_keeps_them(tmp_path):
-    env = {**RUNNING, "CERTIFICATE_ARN": CERT, "WAF_ACL_ARN": WAF, "IMAGE_TAG": "1.4.2"}
+def test_redeploy_of_prod_with_its_certificate_still_refuses_to_drop_the_waf_and_image(tmp_path):
+    proc, calls = run_workloads(tmp_path, SECRETS, {**RUNNING, **PROD, "WAF_ACL_ARN": "", "IMAGE_TAG": ""})
+    assert proc.returncode != 0
+    assert "would remove HTTPS" not in proc.stderr
+    assert f"Set WAF_ACL_ARN={WAF} to keep it" in proc.stderr and "Set IMAGE_TAG=1.4.2 to keep it" in proc.stderr
+    assert "refusing to deploy api-service" in proc.stderr
+    assert not upgrades(calls)
+
+
+@pytest.mark.parametrize("environment", ["dev", "prod"])
+@pytest.mark.parametrize("missing", ["CERTIFICATE_ARN", "WAF_ACL_ARN", "IMAGE_TAG"])
+def test_each_missing_setting_alone_is_refused(tmp_path, environment, missing):
+    message = {"CERTIFICATE_ARN": "would remove HTTPS", "WAF_ACL_ARN": "would detach it",
+               "IMAGE_TAG": "IMAGE_TAG is not set"}[missing]
+    if environment == "prod" and missing == "CERTIFICATE_ARN":
+        message = "ENVIRONMENT=prod needs CERTIFICATE_ARN"
+    env = {**RUNNING, **KEEP, "ENVIRONMENT": environment, missing: ""}
     proc, calls = run_workloads(tmp_path, SECRETS, env)
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+    assert not upgrades(calls)
+
+
+@pytest.mark.parametrize("environment", ["dev", "prod"])
+def test_redeploy_with_the_same_settings_keeps_them(tmp_path, environment):
+    proc, calls = run_workloads(tmp_path, SECRETS, {**RUNNING, **KEEP, "ENVIRONMENT": environment})
     assert proc.returncode == 0, proc.stderr
     assert len(upgrades(calls)) == 2
     for cmd in upgrades(calls):
@@ -402,13 +428,23 @@ def test_redeploy_with_the_same_settings_keeps_them(tmp_path):
 
 
 def test_asked_changes_pass_the_guard(tmp_path):
-    # A new image is asked for with IMAGE_TAG; HTTPS and the WAF go only when explicitly allowed.
-    env = {**RUNNING, "IMAGE_TAG": "1.4.3", "ALLOW_TLS_REMOVAL": "1", "ALLOW_WAF_REMOVAL": "1"}
+    # A new image is asked for with IMAGE_TAG; HTTPS and the WAF go only when explicitly
+    # allowed, and HTTPS only where HTTP-only is allowed at all (dev).
+    env = {**RUNNING, **BARE, **DEV, "IMAGE_TAG": "1.4.3", "ALLOW_TLS_REMOVAL": "1", "ALLOW_WAF_REMOVAL": "1"}
     proc, calls = run_workloads(tmp_path, SECRETS, env)
     assert proc.returncode == 0, proc.stderr
+    assert len(upgrades(calls)) == 2
     for cmd in upgrades(calls):
         assert "--set image.tag=1.4.3" in cmd
         assert "ingress.certificateArn" not in cmd and "ingress.wafAclArn" not in cmd
+
+
+def test_allowing_tls_removal_does_not_let_prod_run_without_https(tmp_path):
+    env = {**RUNNING, **BARE, **PROD, "RDS_CA_BUNDLE": rds_ca(tmp_path), "IMAGE_TAG": "1.4.2",
+           "ALLOW_TLS_REMOVAL": "1", "ALLOW_WAF_REMOVAL": "1"}
+    proc, calls = run_workloads(tmp_path, SECRETS, env)
+    assert proc.returncode != 0 and "ENVIRONMENT=prod needs CERTIFICATE_ARN" in proc.stderr
+    assert not upgrades(calls)
 
 
 def test_image_pinned_by_digest_counts_as_a_change_without_image_tag(tmp_path):
@@ -418,10 +454,12 @@ def test_image_pinned_by_digest_counts_as_a_change_without_image_tag(tmp_path):
     assert not upgrades(calls)
 
 
-def test_first_install_needs_no_recorded_settings(tmp_path):
-    proc, calls = run_workloads(tmp_path, SECRETS, {})
+@pytest.mark.parametrize("environment", ["dev", "prod"])
+def test_first_install_needs_no_recorded_settings(tmp_path, environment):
+    proc, calls = run_workloads(tmp_path, SECRETS, {"ENVIRONMENT": environment})
     assert proc.returncode == 0, proc.stderr
     assert "api-service: not installed yet (first install)" in proc.stdout
+    assert "data-ingestion: not installed yet (first install)" in proc.stdout
     assert len(upgrades(calls)) == 2
 
 
