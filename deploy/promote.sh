@@ -18,6 +18,8 @@ usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 die() { echo "promote: $*" >&2; exit 1; }
 
 DIGEST_RE='^sha256:[0-9a-f]{64}$'
+# The committed overlays hold this until their first promotion: never promote it.
+PLACEHOLDER=sha256:0000000000000000000000000000000000000000000000000000000000000000
 VERSION_RE='^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$'
 
 # pins_of FILE: "name newName digest release" for each digest-pinned entry of FILE's images:.
@@ -66,6 +68,7 @@ if [ $# -ge 1 ] && [ "$1" = "--from" ]; then
   args=()
   while read -r name repo digest release; do
     [[ "$digest" =~ $DIGEST_RE ]] || die "$src: $name is not pinned to a digest (promote the release to it first)"
+    [ "$digest" != "$PLACEHOLDER" ] || die "$src: $name holds the placeholder digest (promote a release to it first)"
     args+=("$name=$repo@$digest")
     version=$release
   done < <(pins_of "$src")
@@ -88,6 +91,7 @@ for spec in "$@"; do
   name=${spec%%=*} ref=${spec#*=}
   repo=${ref%@*} digest=${ref##*@}
   [[ "$digest" =~ $DIGEST_RE ]] || die "$spec: digest must be sha256: and 64 lowercase hex digits"
+  [ "$digest" != "$PLACEHOLDER" ] || die "$spec: the placeholder digest is not an image"
   [[ "$repo" =~ ^[a-z0-9][a-z0-9._/:-]*$ ]] || die "$spec: malformed repository $repo"
   [[ "$repo" != *:* || "$repo" =~ ^[^/]+:[0-9]+/ ]] || die "$spec: a tag is not a digest: give REPOSITORY@sha256:..."
   pins_of "$file" | awk -v n="$name" '$1 == n {f = 1} END {exit !f}' || die "$file: no images: entry named $name"

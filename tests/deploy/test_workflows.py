@@ -233,8 +233,13 @@ def test_promotion_refuses_tags_unknown_images_and_bad_digests_changing_nothing(
 def test_prod_promotion_from_dev_copies_the_digests_dev_runs(repo_copy):
     dev, prod = (repo_copy / "k8s" / "overlays" / e for e in ("dev", "prod"))
     promote = str(repo_copy / "deploy" / "promote.sh")
-    # Nothing pinned in dev yet: refuse rather than promote tags.
+    # dev still holds the placeholder digest, or a tag: refuse rather than promote either.
+    before = (prod / "kustomization.yaml").read_text()
     assert subprocess.run([promote, "--from", str(dev), str(prod)], capture_output=True, check=False).returncode != 0
+    tagged = (dev / "kustomization.yaml").read_text().replace(f"digest: sha256:{'0' * 64}", "newTag: 1.0.0", 1)
+    (dev / "kustomization.yaml").write_text(tagged)
+    assert subprocess.run([promote, "--from", str(dev), str(prod)], capture_output=True, check=False).returncode != 0
+    assert (prod / "kustomization.yaml").read_text() == before
     subprocess.run([promote, str(dev), "v2.0.0", f"medrobotics/api-service={REGISTRY}/medrobotics/api-service@{DIGEST_A}",
                     f"medrobotics/data-ingestion={REGISTRY}/medrobotics/data-ingestion@{DIGEST_B}"], check=True, capture_output=True)
     subprocess.run([promote, "--from", str(dev), str(prod)], check=True, capture_output=True)
