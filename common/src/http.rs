@@ -104,13 +104,29 @@ async fn observe(State(obs): State<Observer>, mut req: Request, next: Next) -> R
     let started = Instant::now();
     let request_id = incoming_request_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let method = method_label(req.method());
-    let span = tracing::info_span!(
-        "request",
-        request_id = %request_id,
-        http.method = method,
-        http.route = tracing::field::Empty,
-        auth.key = tracing::field::Empty,
-    );
+    // Probes get their own target, which the trace exporter leaves out (telemetry_otel).
+    macro_rules! request_span {
+        ($target:expr) => {
+            tracing::info_span!(
+                target: $target,
+                "request",
+                request_id = %request_id,
+                http.method = method,
+                http.route = tracing::field::Empty,
+                auth.key = tracing::field::Empty,
+                otel.name = tracing::field::Empty,
+                otel.kind = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+                http.response.status_code = tracing::field::Empty,
+            )
+        };
+    }
+    let span = if crate::telemetry_otel::is_probe_path(req.uri().path()) {
+        request_span!(crate::telemetry_otel::PROBE_TARGET)
+    } else {
+        request_span!(module_path!())
+    };
+    crate::telemetry_otel::accept_parent(&span, req.headers());
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let mut res = next.run(req).instrument(span.clone()).await;
 
@@ -125,12 +141,10 @@ async fn observe(State(obs): State<Observer>, mut req: Request, next: Next) -> R
     if route == "unmatched" {
         span.record("http.route", "unmatched");
     }
+    crate::telemetry_otel::finish_request(&span, method, &route, status);
 
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
-    let quiet = matches!(
-        route.as_str(),
-        "/health" | "/ready" | "/metrics" | "/api/health" | "/ingest/health"
-    );
+    let quiet = crate::telemetry_otel::is_probe_path(&route);
     if let Some(report) = res.extensions().get::<ErrorReport>() {
         tracing::error!(parent: &span, status, latency_ms, error = %report.0, "request failed");
     } else if status >= 500 {
@@ -151,7 +165,9 @@ async fn observe(State(obs): State<Observer>, mut req: Request, next: Next) -> R
 async fn capture_route(req: Request, next: Next) -> Response {
     let matched = req.extensions().get::<MatchedPath>().cloned();
     if let Some(m) = &matched {
-        tracing::Span::current().record("http.route", m.as_str());
+        let span = tracing::Span::current();
+        span.record("http.route", m.as_str());
+        crate::telemetry_otel::name_request(&span, req.method(), m.as_str());
     }
     let mut res = next.run(req).await;
     if let Some(m) = matched {

@@ -305,9 +305,11 @@ def operator_schema_path(kind: str) -> Path:
 
 
 def strictify(node: Any) -> Any:
-    """additionalProperties: false on every object schema that lists its properties."""
+    """additionalProperties: false on every object schema that lists its properties, unless it
+    asks to keep unknown fields (a CRD's x-kubernetes-preserve-unknown-fields)."""
     if isinstance(node, dict):
-        if node.get("type") == "object" and "properties" in node and "additionalProperties" not in node:
+        if (node.get("type") == "object" and "properties" in node and "additionalProperties" not in node
+                and not node.get("x-kubernetes-preserve-unknown-fields")):
             node["additionalProperties"] = False
         for value in node.values():
             strictify(value)
@@ -345,21 +347,6 @@ def operator_validator(kind: str):
     return jsonschema.Draft202012Validator(json.loads(path.read_text()))
 
 
-def strictify_crd(node: Any) -> Any:
-    """additionalProperties: false on every object schema of a CRD that lists its properties and
-    does not ask to keep unknown fields (what the API server's pruning would drop silently)."""
-    if isinstance(node, dict):
-        if (node.get("type") == "object" and "properties" in node and "additionalProperties" not in node
-                and not node.get("x-kubernetes-preserve-unknown-fields")):
-            node["additionalProperties"] = False
-        for value in node.values():
-            strictify_crd(value)
-    elif isinstance(node, list):
-        for value in node:
-            strictify_crd(value)
-    return node
-
-
 def _duration_seconds(text: str) -> float:
     units = {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
     return sum(float(n) * units[u] for n, u in re.findall(r"([0-9.]+)(h|ms|m|s|us|µs|ns)", text))
@@ -388,7 +375,7 @@ def istio_validator(api_version: str, kind: str):
     schema["properties"] |= {"apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {"type": "object"}}
     schema["required"] = sorted(set(schema.get("required", [])) | {"apiVersion", "kind", "metadata"})
     cls = jsonschema.validators.extend(jsonschema.Draft7Validator, {"x-kubernetes-validations": _kubernetes_validations})
-    return cls(strictify_crd(schema))
+    return cls(strictify(schema))
 
 
 def iter_rendered(root: Path) -> Iterator[tuple[str, int, dict]]:
@@ -425,24 +412,15 @@ def cmd_schemas(args) -> int:
                         print(f"FAIL {label} k8s {kv}: {'/'.join(map(str, e.path)) or '<root>'}: {e.message[:300]}")
                 else:
                     passed += 1
-        elif OPERATOR_GROUPS.get(group) == "pydantic":
-            validator = operator_validator(kind)
-            if validator is None:
-                failed += 1
-                print(f"FAIL {label}: no generated schema for {kind}")
-                continue
-            errors = list(validator.iter_errors(doc))
-            if errors:
-                failed += 1
-                for e in errors[:5]:
-                    print(f"FAIL {label}: {'/'.join(map(str, e.path)) or '<root>'}: {e.message[:300]}")
+        elif OPERATOR_GROUPS.get(group) in ("pydantic", "istio"):
+            if OPERATOR_GROUPS[group] == "pydantic":
+                validator, missing = operator_validator(kind), f"no generated schema for {kind}"
             else:
-                passed += 1
-        elif OPERATOR_GROUPS.get(group) == "istio":
-            validator = istio_validator(api_version, kind)
+                validator = istio_validator(api_version, kind)
+                missing = f"no vendored Istio schema for {api_version} {kind} ({ISTIO_SCHEMAS.name})"
             if validator is None:
                 failed += 1
-                print(f"FAIL {label}: no vendored Istio schema for {api_version} {kind} ({ISTIO_SCHEMAS.name})")
+                print(f"FAIL {label}: {missing}")
                 continue
             errors = list(validator.iter_errors(doc))
             if errors:

@@ -619,7 +619,7 @@ def test_chart_metadata(chart):
     assert dep == {"name": "medrobotics-lib", "version": lib["version"], "repository": "file://../medrobotics-lib"}
     assert lib["type"] == "library"
     assert sorted(p.name for p in (ROOT / "helm" / chart / "ci").glob("*-values.yaml")) == sorted(
-        ["default-values.yaml", "external-secret-values.yaml", "full-values.yaml", "hpa-off-values.yaml", "minimal-values.yaml"])
+        ["default-values.yaml", "external-secret-values.yaml", "full-values.yaml", "hpa-off-values.yaml", "minimal-values.yaml", "tracing-values.yaml"])
 
 
 def test_rendering_includes_the_library(scenario_renders):

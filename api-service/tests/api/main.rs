@@ -18,3 +18,4 @@ mod procedures;
 mod process;
 mod resilience;
 mod robots;
+mod traces;
