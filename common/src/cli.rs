@@ -66,12 +66,18 @@ where
             return ExitCode::from(2);
         }
     };
-    crate::logging::init(&settings.log);
-    match run(settings).await {
+    if let Err(err) = crate::logging::init(&settings.log, service.name()) {
+        eprintln!("{}: {err:#}", service.name());
+        return ExitCode::from(2);
+    }
+    let code = match run(settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = format!("{err:#}"), "{} failed", service.name());
             ExitCode::FAILURE
         }
-    }
+    };
+    // Spans still queued for the collector leave before the process does.
+    let _ = tokio::task::spawn_blocking(crate::telemetry_otel::shutdown).await;
+    code
 }

@@ -29,6 +29,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, ConnectOptions, Postgres, SqlSafeStr, Sqlite};
+use tracing::Instrument;
 use tracing::log::LevelFilter;
 use uuid::Uuid;
 
@@ -569,6 +570,11 @@ impl Db {
 
     /// Runs a query and returns its rows.
     pub async fn fetch_all(&self, query: Query) -> Result<Rows, DbError> {
+        let span = self.span(&query);
+        self.fetch_all_inner(query).instrument(span).await
+    }
+
+    async fn fetch_all_inner(&self, query: Query) -> Result<Rows, DbError> {
         match &self.pool {
             Pool::Postgres { pool, .. } => {
                 let mut conn = self.acquire(pool).await?;
@@ -585,6 +591,20 @@ impl Db {
 
     /// Runs a statement and returns the number of rows it affected.
     pub async fn execute(&self, query: Query) -> Result<u64, DbError> {
+        let span = self.span(&query);
+        self.execute_inner(query).instrument(span).await
+    }
+
+    /// The trace span of one statement (`crate::telemetry_otel`; disabled unless exported).
+    fn span(&self, query: &Query) -> tracing::Span {
+        let system = match &self.pool {
+            Pool::Postgres { .. } => "postgresql",
+            Pool::Sqlite(_) => "sqlite",
+        };
+        crate::telemetry_otel::db_span(system, &query.sql)
+    }
+
+    async fn execute_inner(&self, query: Query) -> Result<u64, DbError> {
         match &self.pool {
             Pool::Postgres { pool, .. } => {
                 let mut conn = self.acquire(pool).await?;

@@ -142,13 +142,33 @@ async fn observe(State(obs): State<Observer>, mut req: Request, next: Next) -> R
         .get::<MatchedPath>()
         .map_or("unmatched", |m| m.as_str())
         .to_owned();
-    let span = tracing::info_span!(
-        "request",
-        request_id = %request_id,
-        http.method = method,
-        http.route = matched.as_str(),
-        auth.key = tracing::field::Empty,
-    );
+    // Probes get their own target, which the trace exporter leaves out (telemetry_otel).
+    macro_rules! request_span {
+        ($target:expr) => {
+            tracing::info_span!(
+                target: $target,
+                "request",
+                request_id = %request_id,
+                http.method = method,
+                http.route = tracing::field::Empty,
+                auth.key = tracing::field::Empty,
+                otel.name = tracing::field::Empty,
+                otel.kind = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+                http.response.status_code = tracing::field::Empty,
+            )
+        };
+    }
+    let span = if crate::telemetry_otel::is_probe_path(req.uri().path()) {
+        request_span!(crate::telemetry_otel::PROBE_TARGET)
+    } else {
+        request_span!(module_path!())
+    };
+    span.record("http.route", matched.as_str());
+    if matched != "unmatched" {
+        crate::telemetry_otel::name_request(&span, req.method(), &matched);
+    }
+    crate::telemetry_otel::accept_parent(&span, req.headers());
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let mut res = next.run(req).instrument(span.clone()).await;
 
@@ -160,12 +180,10 @@ async fn observe(State(obs): State<Observer>, mut req: Request, next: Next) -> R
     let status = res.status().as_u16();
     let elapsed = started.elapsed();
     obs.http.record(method, route, status, elapsed);
+    crate::telemetry_otel::finish_request(&span, method, route, status);
 
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
-    let quiet = matches!(
-        route,
-        "/health" | "/ready" | "/metrics" | "/api/health" | "/ingest/health"
-    );
+    let quiet = crate::telemetry_otel::is_probe_path(route);
     if let Some(shed) = shed {
         obs.http.record_shed(shed.cause());
         tracing::warn!(

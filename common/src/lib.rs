@@ -12,6 +12,7 @@ pub mod logging;
 pub mod metrics;
 pub mod shutdown;
 pub mod storage;
+pub mod telemetry_otel;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 

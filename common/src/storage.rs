@@ -19,6 +19,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use crate::config::{ServerSideEncryption, StorageSettings};
+use crate::telemetry_otel::{store_span, traced};
 
 /// An object store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +139,8 @@ where
 impl ObjectStore for S3Store {
     fn put(&self, key: &str, body: Bytes) -> BoxFuture<'_, Result<(), StorageError>> {
         let key = key.to_owned();
-        Box::pin(async move {
+        let span = store_span("PutObject", &self.bucket);
+        Box::pin(traced(span, async move {
             let mut req = self
                 .client
                 .put_object()
@@ -153,12 +155,13 @@ impl ObjectStore for S3Store {
                     .set_ssekms_key_id(self.kms_key_id.clone()),
             };
             req.send().await.map(|_| ()).map_err(s3_error)
-        })
+        }))
     }
 
     fn get(&self, key: &str) -> BoxFuture<'_, Result<Option<Bytes>, StorageError>> {
         let key = key.to_owned();
-        Box::pin(async move {
+        let span = store_span("GetObject", &self.bucket);
+        Box::pin(traced(span, async move {
             match self
                 .client
                 .get_object()
@@ -176,12 +179,13 @@ impl ObjectStore for S3Store {
                 Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => Ok(None),
                 Err(e) => Err(s3_error(e)),
             }
-        })
+        }))
     }
 
     fn exists(&self, key: &str) -> BoxFuture<'_, Result<bool, StorageError>> {
         let key = key.to_owned();
-        Box::pin(async move {
+        let span = store_span("HeadObject", &self.bucket);
+        Box::pin(traced(span, async move {
             match self
                 .client
                 .head_object()
@@ -194,12 +198,13 @@ impl ObjectStore for S3Store {
                 Err(SdkError::ServiceError(e)) if e.err().is_not_found() => Ok(false),
                 Err(e) => Err(s3_error(e)),
             }
-        })
+        }))
     }
 
     fn list(&self, prefix: &str) -> BoxFuture<'_, Result<Vec<String>, StorageError>> {
         let prefix = prefix.to_owned();
-        Box::pin(async move {
+        let span = store_span("ListObjectsV2", &self.bucket);
+        Box::pin(traced(span, async move {
             let mut keys = Vec::new();
             let mut pages = self
                 .client
@@ -218,7 +223,7 @@ impl ObjectStore for S3Store {
             }
             keys.sort();
             Ok(keys)
-        })
+        }))
     }
 
     fn check(&self) -> BoxFuture<'_, Result<(), StorageError>> {

@@ -8,7 +8,8 @@ scripts/validate collects into its summary table):
   render        render every chart x values scenario and every kustomize overlay to OUT
   lint          helm lint --strict of every chart x scenario x Kubernetes version
   schemas       every rendered object against the Kubernetes JSON schemas (strict) of each
-                version, CRDs against schemas generated from the operators' models
+                version, CRDs against schemas generated from the operators' models, Istio
+                objects against Istio's vendored CRD schemas (strict, with duration rules)
   promtool-prep extract the PrometheusRule and the dashboard queries for promtool
 
 Scenario list, injected deploy values and paths are defined here once and imported by the
@@ -41,7 +42,8 @@ KUBECTL = str(Path(sys.executable).parent / "kubectl")
 CHARTS = ["api-service", "data-ingestion"]
 LIB = "medrobotics-lib"
 NAMESPACE = "medrobotics"
-OVERLAYS = ["base", "overlays/dev", "overlays/prod", "overlays/external-secrets", "overlays/argocd", "namespace", "monitoring"]
+OVERLAYS = ["base", "overlays/dev", "overlays/prod", "overlays/external-secrets", "overlays/argocd", "overlays/mesh",
+            "namespace", "monitoring"]
 KUBE_VERSIONS = ["1.28", "1.37"]
 
 # What deploy/deploy.sh passes with --set on top of values-<env>.yaml (from stack outputs and
@@ -68,7 +70,12 @@ DEPLOY_INJECTED_EXAMPLE = {
 # schema in every checked version (a missing schema means a removed or misspelt API).
 BUILTIN_GROUP = re.compile(r"^(|apps|batch|autoscaling|policy|[a-z0-9.-]+\.k8s\.io)$")
 # CRDs checked here, with the validator that knows them.
-OPERATOR_GROUPS = {"monitoring.coreos.com": "pydantic", "external-secrets.io": "node", "argoproj.io": "node"}
+OPERATOR_GROUPS = {"monitoring.coreos.com": "pydantic", "external-secrets.io": "node", "argoproj.io": "node",
+                   "networking.istio.io": "istio", "security.istio.io": "istio"}
+# openAPIV3Schema of the Istio kinds the mesh component uses, vendored from Istio's
+# crd-all.gen.yaml (source, version and commit inside the file).
+ISTIO_SCHEMAS = ROOT / "tests" / "deploy" / "istio" / "crd-schemas-1.29.2.json"
+ISTIO_DURATION = re.compile(r"^(?:[0-9]+(?:\.[0-9]+)?(?:h|m|s|ms|us|µs|ns))+$")
 
 
 def result(passed: int, failed: int, skipped: int = 0) -> int:
@@ -298,9 +305,11 @@ def operator_schema_path(kind: str) -> Path:
 
 
 def strictify(node: Any) -> Any:
-    """additionalProperties: false on every object schema that lists its properties."""
+    """additionalProperties: false on every object schema that lists its properties, unless it
+    asks to keep unknown fields (a CRD's x-kubernetes-preserve-unknown-fields)."""
     if isinstance(node, dict):
-        if node.get("type") == "object" and "properties" in node and "additionalProperties" not in node:
+        if (node.get("type") == "object" and "properties" in node and "additionalProperties" not in node
+                and not node.get("x-kubernetes-preserve-unknown-fields")):
             node["additionalProperties"] = False
         for value in node.values():
             strictify(value)
@@ -338,6 +347,37 @@ def operator_validator(kind: str):
     return jsonschema.Draft202012Validator(json.loads(path.read_text()))
 
 
+def _duration_seconds(text: str) -> float:
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+    return sum(float(n) * units[u] for n, u in re.findall(r"([0-9.]+)(h|ms|m|s|us|µs|ns)", text))
+
+
+def _kubernetes_validations(validator, rules, instance, schema):
+    """The CEL rules (x-kubernetes-validations) the API server would apply that matter here:
+    durations (`duration(self) >= duration('1ms')`). Other rules are left to the API server."""
+    for rule in rules:
+        if rule.get("rule", "").startswith("duration(self)") and isinstance(instance, str):
+            if not ISTIO_DURATION.match(instance) or _duration_seconds(instance) < 1e-3:
+                import jsonschema  # noqa: PLC0415
+
+                yield jsonschema.ValidationError(f"{instance!r}: {rule.get('message', 'not a duration >= 1ms')}")
+
+
+@functools.lru_cache(maxsize=None)
+def istio_validator(api_version: str, kind: str):
+    import jsonschema  # noqa: PLC0415
+
+    schemas = json.loads(ISTIO_SCHEMAS.read_text())["schemas"]
+    schema = schemas.get(f"{api_version}/{kind}")
+    if schema is None:
+        return None
+    # The API server adds these to every custom resource's root schema.
+    schema["properties"] |= {"apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {"type": "object"}}
+    schema["required"] = sorted(set(schema.get("required", [])) | {"apiVersion", "kind", "metadata"})
+    cls = jsonschema.validators.extend(jsonschema.Draft7Validator, {"x-kubernetes-validations": _kubernetes_validations})
+    return cls(strictify(schema))
+
+
 def iter_rendered(root: Path) -> Iterator[tuple[str, int, dict]]:
     for path in sorted(root.rglob("*.yaml")):
         for i, doc in enumerate(load_docs(path.read_text())):
@@ -372,11 +412,15 @@ def cmd_schemas(args) -> int:
                         print(f"FAIL {label} k8s {kv}: {'/'.join(map(str, e.path)) or '<root>'}: {e.message[:300]}")
                 else:
                     passed += 1
-        elif OPERATOR_GROUPS.get(group) == "pydantic":
-            validator = operator_validator(kind)
+        elif OPERATOR_GROUPS.get(group) in ("pydantic", "istio"):
+            if OPERATOR_GROUPS[group] == "pydantic":
+                validator, missing = operator_validator(kind), f"no generated schema for {kind}"
+            else:
+                validator = istio_validator(api_version, kind)
+                missing = f"no vendored Istio schema for {api_version} {kind} ({ISTIO_SCHEMAS.name})"
             if validator is None:
                 failed += 1
-                print(f"FAIL {label}: no generated schema for {kind}")
+                print(f"FAIL {label}: {missing}")
                 continue
             errors = list(validator.iter_errors(doc))
             if errors:

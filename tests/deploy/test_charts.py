@@ -375,7 +375,7 @@ def test_auth_is_on_everywhere_unless_a_scenario_disables_it(scenario_renders, o
         seen += 1
     assert [n for c, n, _ in scenario_renders if c == "api-service" and dict(deploycheck.scenarios(c))[n].get("auth", {}).get("enabled") is False] == ["ci-minimal-values"]
     for overlay, objs in overlay_renders.items():
-        for dep in [o for o in objs if o["kind"] == "Deployment"]:
+        for dep in [o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] in deploycheck.CHARTS]:
             seen += 1
             cm = next(o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith(dep["metadata"]["name"]))
             assert cm["data"]["APP_AUTH__ENABLED"] == "true", overlay
@@ -412,8 +412,9 @@ def test_metrics_is_never_routed_by_any_ingress(scenario_renders, overlay_render
 
 
 def long_running_containers(scenario_renders, overlay_renders):
+    """The services' containers (not the optional mesh gateway's proxy: test_mesh.py)."""
     for where, obj in every_object(scenario_renders, overlay_renders):
-        if obj["kind"] == "Deployment":
+        if obj["kind"] == "Deployment" and obj["metadata"]["name"] in deploycheck.CHARTS:
             for c in obj["spec"]["template"]["spec"]["containers"]:
                 yield where, obj, c
 
@@ -636,7 +637,7 @@ def test_chart_metadata(chart):
     assert dep == {"name": "medrobotics-lib", "version": lib["version"], "repository": "file://../medrobotics-lib"}
     assert lib["type"] == "library"
     assert sorted(p.name for p in (ROOT / "helm" / chart / "ci").glob("*-values.yaml")) == sorted(
-        ["default-values.yaml", "external-secret-values.yaml", "full-values.yaml", "hpa-off-values.yaml", "minimal-values.yaml"])
+        ["default-values.yaml", "external-secret-values.yaml", "full-values.yaml", "hpa-off-values.yaml", "minimal-values.yaml", "tracing-values.yaml"])
 
 
 def test_rendering_includes_the_library(scenario_renders):

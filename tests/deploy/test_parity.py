@@ -137,7 +137,7 @@ def test_namespace_has_the_alb_readiness_gate_and_restricted_pod_security():
 
 
 def test_argocd_application_points_at_an_overlay_that_exists():
-    app = one(kustomize("overlays/argocd"), "Application")
+    app = one(kustomize("overlays/argocd"), "Application", "medrobotics")
     path = app["spec"]["source"]["path"]
     assert (ROOT / path / "kustomization.yaml").exists()
     assert app["spec"]["destination"]["namespace"] == "medrobotics"

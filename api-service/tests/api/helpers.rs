@@ -200,3 +200,33 @@ pub fn via_proxy(url: &str, port: u16) -> String {
 pub fn pg_addr(url: &str) -> std::net::SocketAddr {
     common::testing::socket_addr(url)
 }
+
+/// The real binary as the pod runs it, on `port`, with an SQLite file in `dir`, JSON logs
+/// on a piped stdout and nothing from the caller's environment.
+pub fn binary_command(port: u16, dir: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_api-service"));
+    cmd.env_clear()
+        .env("PORT", port.to_string())
+        .env("APP_SERVER__HOST", "127.0.0.1")
+        .env("APP_SERVER__DRAIN_DELAY_SECS", "0")
+        .env("APP_DATABASE__SQLITE_PATH", dir.join("db.sqlite"))
+        .env("APP_LOG__FORMAT", "json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit());
+    cmd
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    l.local_addr().expect("addr").port()
+}
+
+/// Sends SIGTERM to a child process.
+pub fn kill_term(pid: u32) {
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+}

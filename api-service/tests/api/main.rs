@@ -19,3 +19,4 @@ mod procedures;
 mod process;
 mod resilience;
 mod robots;
+mod traces;

@@ -2,10 +2,12 @@
 //! SIGTERM exits 0; and `create-key`.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::auth::hash_key;
+
+use crate::helpers::{binary_command, free_port, kill_term};
 
 const BIN: &str = env!("CARGO_BIN_EXE_api-service");
 
@@ -52,21 +54,10 @@ fn request_logs_name_the_key_and_sigterm_exits_cleanly() {
         ),
     )
     .expect("keys");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-        l.local_addr().expect("addr").port()
-    };
-    let mut child = Command::new(BIN)
-        .env_clear()
-        .env("PORT", port.to_string())
-        .env("APP_SERVER__HOST", "127.0.0.1")
-        .env("APP_SERVER__DRAIN_DELAY_SECS", "0")
-        .env("APP_DATABASE__SQLITE_PATH", dir.path().join("db.sqlite"))
+    let port = free_port();
+    let mut child = binary_command(port, dir.path())
         .env("APP_AUTH__ENABLED", "true")
         .env("APP_AUTH__KEYS_FILE", &keys)
-        .env("APP_LOG__FORMAT", "json")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn");
     let stdout = child.stdout.take().expect("stdout");
@@ -91,7 +82,7 @@ fn request_logs_name_the_key_and_sigterm_exits_cleanly() {
     let status = status.unwrap_or_default();
     assert_eq!(status, "200");
 
-    nix_kill_term(child.id());
+    kill_term(child.id());
     let exit = child.wait().expect("wait");
     assert!(exit.success(), "exit 0 after SIGTERM: {exit:?}");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
@@ -107,12 +98,4 @@ fn request_logs_name_the_key_and_sigterm_exits_cleanly() {
         rest.iter().all(|l| !l.contains(key)),
         "the key itself is never logged"
     );
-}
-
-fn nix_kill_term(pid: u32) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(ok.success());
 }
